@@ -18,3 +18,14 @@ NC_COPTS = [
 # Tests use cmocka's macros, which trip -Wmissing-prototypes on nothing of
 # ours; everything else stays.
 NC_TEST_COPTS = NC_COPTS + ["-Wno-missing-prototypes"]
+
+def nc_cmocka_test(name, srcs, deps = [], linkopts = [], **kwargs):
+    """A cmocka unit test beside the code it tests."""
+    native.cc_test(
+        name = name,
+        srcs = srcs,
+        copts = NC_TEST_COPTS,
+        deps = deps,
+        linkopts = ["-lcmocka"] + linkopts,
+        **kwargs
+    )
