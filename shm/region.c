@@ -128,6 +128,9 @@ int nc_region_attach(struct nc_region *r, int fd,
 	size_t size = (size_t)st.st_size;
 	if (size < sizeof(struct nc_region_header))
 		return -NC_ESIZE;
+	/* Before mapping: a peer's huge sparse memfd is refused unmapped. */
+	if (expect != NULL && expect->size != 0 && expect->size != size)
+		return -NC_ESIZE;
 	int own_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
 	if (own_fd < 0)
 		return -errno;
@@ -176,7 +179,7 @@ struct nc_region_header *nc_region_header(const struct nc_region *r)
 
 void *nc_region_at(const struct nc_region *r, uint64_t offset, uint64_t len)
 {
-	if (offset > r->size || len > r->size - offset)
+	if (r->base == NULL || offset > r->size || len > r->size - offset)
 		return NULL;
 	return (char *)r->base + offset;
 }
