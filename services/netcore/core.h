@@ -1,0 +1,87 @@
+/*
+ * The netcore core: lwIP (NO_SYS=1) in one event loop over a phy region.
+ *
+ * Two ways to run it. Manual mode: the host calls nc_core_poll(), which
+ * advances the stack once (packets in, timers, packets out) and returns
+ * advice: call again at once, or not before some time. Automatic mode:
+ * nc_core_run() is that same call in a loop that sleeps on the core's
+ * doorbell and the next lwIP timer. Deterministic tests use manual mode on a
+ * virtual clock (nc_lwip_clock_set, before nc_core_create).
+ *
+ * lwIP is a process-wide singleton, so there is at most one core per process.
+ */
+#ifndef NETCORE_CORE_H
+#define NETCORE_CORE_H
+
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "services/phy_driver/phy_link.h"
+#include "shm/shm.h"
+
+struct nc_core_config {
+	struct in_addr ipv4;      /* the stack's address */
+	uint8_t ipv4_prefix;      /* e.g. 24 */
+	struct in_addr ipv4_peer; /* the kernel side: default gateway */
+	struct in6_addr ipv6;     /* global address; all-zero: none */
+	uint8_t ipv6_prefix;
+	struct in6_addr ipv6_peer; /* default router; all-zero: none */
+	uint16_t echo_port;        /* diagnostic TCP+UDP echo; 0 = off */
+};
+
+/* Addresses and prefixes a test or the supervisor would pick by default. */
+void nc_core_config_default(struct nc_core_config *cfg);
+
+/* Parses "ADDR/PREFIX" for IPv4 or IPv6 into the config. 0 or -EINVAL. */
+int nc_core_config_set_ipv4(struct nc_core_config *cfg, const char *cidr);
+int nc_core_config_set_ipv6(struct nc_core_config *cfg, const char *cidr);
+
+struct nc_core_counters {
+	uint64_t rx_packets, rx_bytes; /* from the phy into lwIP */
+	uint64_t tx_packets, tx_bytes; /* from lwIP to the phy */
+	uint64_t drop_tx_no_buffer;    /* no buffer or ring space */
+	uint64_t drop_ip_bad;   /* lwIP: IPv4/IPv6 header, length, proto */
+	uint64_t drop_checksum; /* lwIP: any checksum error */
+	uint64_t drop_tcp;      /* lwIP: TCP segments dropped */
+	uint64_t drop_udp;      /* lwIP: UDP datagrams dropped */
+	uint64_t phy_handshakes;
+	uint64_t phy_corrupt;
+	uint32_t rx_ring_ready; /* occupancy at the last poll */
+	uint32_t tx_ring_used;
+	struct nc_phy_counters phy; /* as the phy reports them */
+};
+
+struct nc_core;
+
+/*
+ * Creates the core on an attached phy region. Takes no ownership of the
+ * region or doorbells; they must outlive the core. Returns NULL with errno
+ * set (EBUSY: a core already exists in this process).
+ */
+struct nc_core *nc_core_create(const struct nc_core_config *cfg,
+                               struct nc_region *phy_region,
+                               struct nc_doorbell *core_bell,
+                               struct nc_doorbell *phy_bell);
+
+/* Tears the core down (lwIP state cannot be reset; the process should exit
+ * after this). */
+void nc_core_destroy(struct nc_core *c);
+
+struct nc_core_advice {
+	bool again;       /* more work is ready: call again at once */
+	uint32_t wait_ms; /* else: nothing to do for this long, at most */
+};
+
+/* Advances the stack once. */
+struct nc_core_advice nc_core_poll(struct nc_core *c);
+
+/* The automatic loop: polls, sleeps on the doorbell and timers, until *stop
+ * becomes non-zero. Returns 0, or -errno if waiting failed. */
+int nc_core_run(struct nc_core *c, volatile sig_atomic_t *stop);
+
+void nc_core_get_counters(const struct nc_core *c,
+                          struct nc_core_counters *out);
+
+#endif /* NETCORE_CORE_H */
