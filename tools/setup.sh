@@ -15,7 +15,7 @@ packages=(
   bazel-bootstrap bazel-rules-java bazel-platforms
   gcc libc6-dev dpkg-dev
   libnng-dev libck-dev libcmocka-dev
-  iproute2 procps
+  iproute2 procps iputils-ping
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }

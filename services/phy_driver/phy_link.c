@@ -518,11 +518,16 @@ void nc_phy_dev_rx_commit(struct nc_phy_dev *d, struct nc_desc *desc,
 	d->control->phy.rx_bytes += len;
 }
 
+void nc_phy_dev_rx_unused(struct nc_phy_dev *d, const struct nc_desc *desc)
+{
+	if (d->attached && d->stash_count < NC_PHY_BATCH)
+		d->stash[d->stash_count++] = *desc;
+}
+
 void nc_phy_dev_rx_drop(struct nc_phy_dev *d, struct nc_desc *desc)
 {
 	d->control->phy.rx_drop_no_buffer++;
-	if (d->attached && d->stash_count < NC_PHY_BATCH)
-		d->stash[d->stash_count++] = *desc;
+	nc_phy_dev_rx_unused(d, desc);
 }
 
 int nc_phy_dev_tx(struct nc_phy_dev *d, struct nc_desc *out, unsigned max)

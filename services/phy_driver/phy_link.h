@@ -206,6 +206,8 @@ void nc_phy_dev_rx_commit(struct nc_phy_dev *d, struct nc_desc *desc,
                           uint32_t len);
 /* Gives an unused RX buffer back to our stash (packet dropped, counted). */
 void nc_phy_dev_rx_drop(struct nc_phy_dev *d, struct nc_desc *desc);
+/* Gives back an RX buffer that nothing was received into (not a drop). */
+void nc_phy_dev_rx_unused(struct nc_phy_dev *d, const struct nc_desc *desc);
 
 /* Takes up to `max` packets to transmit; each descriptor was checked to lie
  * inside the pool. Give each back with nc_phy_dev_tx_done(). */
