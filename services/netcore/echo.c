@@ -2,11 +2,11 @@
  * Echo: every byte a TCP peer sends comes back; every UDP datagram goes
  * back to its sender.
  *
- * TCP backpressure. Received data is queued on the connection and written
- * back as send buffer space allows; the receive window is opened only for
- * bytes that were written back (tcp_recved), so a peer that sends faster
- * than it reads is slowed by TCP itself and the queue stays within one
- * window. A connection's state is freed when both directions are closed, or
+ * TCP backpressure. Received data is queued on the connection (chain by
+ * chain) and written back as send buffer space allows; the receive window is
+ * opened only for bytes that were written back (tcp_recved), so a peer that
+ * sends faster than it reads is slowed by TCP itself and the queue stays within
+ * one window. A connection's state is freed when both directions are closed, or
  * when lwIP reports an error (the pcb is then already gone).
  *
  * What it does not do: anything but echo. Not for production traffic.
@@ -25,17 +25,29 @@ struct nc_echo {
 	struct udp_pcb *udp;
 };
 
+/* A received chain waiting to be written back. Chains are kept apart:
+ * lwIP's chain lengths are 16-bit, so they cannot be concatenated. */
+struct chunk {
+	struct pbuf *chain;
+	struct chunk *next;
+};
+
 struct conn {
 	struct tcp_pcb *pcb;
-	struct pbuf *pending; /* received, not yet written back */
-	uint16_t pending_off; /* bytes of the first pbuf already written */
+	struct chunk *head, *tail; /* received, not yet written back */
+	struct pbuf *seg;          /* the pbuf of head->chain being written */
+	uint16_t seg_off;          /* bytes of seg already written */
 	bool peer_closed;
 };
 
 static void conn_free(struct conn *c)
 {
-	if (c->pending)
-		pbuf_free(c->pending);
+	while (c->head) {
+		struct chunk *k = c->head;
+		c->head = k->next;
+		pbuf_free(k->chain);
+		free(k);
+	}
 	free(c);
 }
 
@@ -51,38 +63,52 @@ static void conn_close(struct conn *c)
 	conn_free(c);
 }
 
-/* Writes back as much pending data as the send buffer takes. */
+/* Moves to the next pbuf to write, freeing a chain once all of it went. */
+static void advance_segment(struct conn *c)
+{
+	c->seg_off = 0;
+	c->seg = c->seg->next;
+	if (c->seg != NULL)
+		return;
+	struct chunk *k = c->head;
+	c->head = k->next;
+	if (c->head == NULL)
+		c->tail = NULL;
+	pbuf_free(k->chain);
+	free(k);
+	c->seg = c->head ? c->head->chain : NULL;
+}
+
+/* Writes back as much pending data as the send buffer takes; opens the
+ * receive window by exactly what was written. */
 static void write_back(struct conn *c)
 {
-	uint32_t written = 0;
-	while (c->pending != NULL) {
-		struct pbuf *p = c->pending;
-		uint16_t left = (uint16_t)(p->len - c->pending_off);
+	bool wrote = false;
+	while (c->seg != NULL) {
+		uint16_t left = (uint16_t)(c->seg->len - c->seg_off);
 		uint16_t room = (uint16_t)LWIP_MIN(tcp_sndbuf(c->pcb), 0xffff);
 		uint16_t n = LWIP_MIN(left, room);
-		if (n == 0)
+		if (n == 0 && left != 0)
 			break;
-		err_t err =
-		    tcp_write(c->pcb, (char *)p->payload + c->pending_off, n,
-		              TCP_WRITE_FLAG_COPY);
-		if (err != ERR_OK)
+		if (n > 0 &&
+		    tcp_write(c->pcb, (char *)c->seg->payload + c->seg_off, n,
+		              TCP_WRITE_FLAG_COPY) != ERR_OK)
 			break; /* out of segments: the sent callback retries */
-		written += n;
-		tcp_recved(c->pcb, n);
-		c->pending_off = (uint16_t)(c->pending_off + n);
-		if (c->pending_off < p->len)
-			break;
-		c->pending = pbuf_dechain(p);
-		c->pending_off = 0;
-		pbuf_free(p);
+		if (n > 0) {
+			tcp_recved(c->pcb, n);
+			wrote = true;
+		}
+		c->seg_off = (uint16_t)(c->seg_off + n);
+		if (c->seg_off == c->seg->len)
+			advance_segment(c);
 	}
-	if (written > 0)
+	if (wrote)
 		tcp_output(c->pcb);
 }
 
 static void maybe_finish(struct conn *c)
 {
-	if (c->peer_closed && c->pending == NULL)
+	if (c->peer_closed && c->head == NULL)
 		conn_close(c);
 }
 
@@ -97,10 +123,18 @@ static err_t on_recv(void *arg, struct tcp_pcb *pcb, struct pbuf *p, err_t err)
 		maybe_finish(c);
 		return ERR_OK;
 	}
-	if (c->pending == NULL)
-		c->pending = p;
+	struct chunk *k = malloc(sizeof(*k));
+	if (k == NULL)
+		return ERR_MEM; /* lwIP keeps the data and offers it again */
+	k->chain = p;
+	k->next = NULL;
+	if (c->tail)
+		c->tail->next = k;
 	else
-		pbuf_cat(c->pending, p);
+		c->head = k;
+	c->tail = k;
+	if (c->seg == NULL)
+		c->seg = p;
 	write_back(c);
 	return ERR_OK;
 }
