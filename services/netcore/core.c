@@ -287,6 +287,19 @@ void nc_core_destroy(struct nc_core *c)
 
 /* ----------------------------------------------------------------- loop */
 
+/* Copies the drop counters into the phy region for the supervisor. */
+static void publish_report(struct nc_core *c)
+{
+	struct nc_core_counters now;
+	nc_core_get_counters(c, &now);
+	struct nc_phy_core_report *r = &c->phy.control->core;
+	r->rx_packets = now.rx_packets;
+	r->drop_ip_bad = now.drop_ip_bad;
+	r->drop_checksum = now.drop_checksum;
+	r->drop_tcp = now.drop_tcp;
+	r->drop_udp = now.drop_udp;
+}
+
 struct nc_core_advice nc_core_poll(struct nc_core *c)
 {
 	struct nc_core_advice advice = {.again = false};
@@ -302,6 +315,8 @@ struct nc_core_advice nc_core_poll(struct nc_core *c)
 		c->last_tx_used =
 		    space >= 0 ? c->phy.tx_active.mask - (uint32_t)space : 0;
 	}
+	if (n > 0)
+		publish_report(c);
 	advice.again = n == RX_BATCH;
 	uint32_t sleep = sys_timeouts_sleeptime();
 	advice.wait_ms =

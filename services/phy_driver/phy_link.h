@@ -60,6 +60,16 @@ struct nc_phy_counters {
 	uint64_t restarts;    /* handshakes the phy made */
 };
 
+/* What the core reports about the packets the phy gave it (read by the
+ * supervisor and tests). Written only by the core, once per poll. */
+struct nc_phy_core_report {
+	uint64_t rx_packets;
+	uint64_t drop_ip_bad;   /* malformed or unwanted IPv4/IPv6 */
+	uint64_t drop_checksum; /* any checksum error */
+	uint64_t drop_tcp;
+	uint64_t drop_udp;
+};
+
 /* The control block, shared. Every field has exactly one writer. */
 struct nc_phy_control {
 	uint32_t core_epoch;  /* core: bumped at each core (re)start */
@@ -67,6 +77,7 @@ struct nc_phy_control {
 	uint32_t phy_granted; /* core: = phy_request when the rings are fresh */
 	uint32_t phy_pid;     /* phy: who holds the rings, for status */
 	struct nc_phy_counters phy;
+	struct nc_phy_core_report core;
 };
 
 struct nc_phy_layout {

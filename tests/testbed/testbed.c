@@ -267,3 +267,16 @@ struct nc_phy_counters nc_testbed_phy_counters(const struct nc_testbed *tb)
 	memcpy(&c, &control(tb)->phy, sizeof(c));
 	return c;
 }
+
+struct nc_phy_core_report nc_testbed_core_report(const struct nc_testbed *tb)
+{
+	struct nc_phy_core_report r;
+	memcpy(&r, &control(tb)->core, sizeof(r));
+	return r;
+}
+
+bool nc_testbed_core_alive(struct nc_testbed *tb)
+{
+	int status;
+	return tb->core_pid > 0 && waitpid(tb->core_pid, &status, WNOHANG) == 0;
+}

@@ -59,5 +59,9 @@ int nc_testbed_run(struct nc_testbed *tb, char *const argv[], char *out,
 
 /* The phy's counters as it publishes them in the region. */
 struct nc_phy_counters nc_testbed_phy_counters(const struct nc_testbed *tb);
+/* The core's drop counters as it publishes them in the region. */
+struct nc_phy_core_report nc_testbed_core_report(const struct nc_testbed *tb);
+/* True if the core process is still running. */
+bool nc_testbed_core_alive(struct nc_testbed *tb);
 
 #endif
