@@ -137,7 +137,8 @@ size_t nc_pkt_build(uint8_t *buf, size_t cap, const struct nc_pkt *p)
 	write_ip(buf, p, l4);
 	uint8_t *t = buf + ih;
 	write_l4(t, p);
-	memcpy(t + l4_header_len(p), p->payload, p->len);
+	if (p->len > 0)
+		memcpy(t + l4_header_len(p), p->payload, p->len);
 	uint32_t seed = p->proto == 1 ? 0 : pseudo_sum(p, l4);
 	uint16_t sum = nc_pkt_checksum(t, l4, seed);
 	if (p->proto == 17 && sum == 0)
