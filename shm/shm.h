@@ -26,7 +26,9 @@
 
 struct ck_ring; /* Concurrency Kit's ring indices; see ring.c */
 
-/* Errors are negative numbers: -errno for system errors, or one of these. */
+/* Every call that can fail returns a negative number: -errno for a system
+ * error, or minus one of these (so "returns NC_ELAYOUT" below means
+ * -NC_ELAYOUT). */
 enum nc_shm_error {
 	NC_EMAGIC = 10001,   /* region header magic is wrong */
 	NC_EVERSION = 10002, /* region layout version is not ours */
@@ -103,7 +105,8 @@ int nc_region_attach(struct nc_region *r, int fd,
  */
 uint64_t nc_region_reinit(struct nc_region *r);
 
-/* Unmaps and closes. Safe on a zeroed or already-closed handle. */
+/* Unmaps and closes. Safe on a handle whose create or attach failed, and on
+ * one already closed (they hold fd -1); not on a merely zeroed struct. */
 void nc_region_close(struct nc_region *r);
 
 /* The header, for reading the layout parameters (untrusted for an owner). */

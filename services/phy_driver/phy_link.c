@@ -140,9 +140,12 @@ int nc_phy_core_open(struct nc_phy_core *c, struct nc_region *r,
 	 */
 	uint32_t epoch = ck_pr_load_uint(&c->control->core_epoch) + 1;
 	ck_pr_store_uint(&c->control->core_epoch, epoch ? epoch : 1);
-	/* A request made before we bumped the epoch is stale: ignore it. */
-	ck_pr_store_uint(&c->control->phy_granted,
-	                 ck_pr_load_uint(&c->control->phy_request));
+	/*
+	 * A request still pending (request != granted) is answered by the
+	 * next nc_phy_core_service(): a phy that came up before us is waiting
+	 * for exactly that. A request the previous core granted is settled;
+	 * the new epoch makes that phy ask again.
+	 */
 	nc_doorbell_ring(phy_bell);
 	return 0;
 }

@@ -168,6 +168,32 @@ static void core_restart_is_seen_by_the_phy(void **state)
 	nc_phy_core_close(&again);
 }
 
+static void phy_that_asked_before_the_core_started_is_served(void **state)
+{
+	(void)state;
+	struct nc_region r;
+	struct nc_doorbell cb, pb;
+	assert_int_equal(nc_phy_region_create(&r, &small), 0);
+	assert_int_equal(nc_doorbell_create(&cb), 0);
+	assert_int_equal(nc_doorbell_create(&pb), 0);
+	struct nc_phy_dev early;
+	assert_int_equal(nc_phy_dev_open(&early, &r, &pb, &cb), 0);
+	nc_phy_dev_request(&early);
+	struct nc_phy_core late;
+	assert_int_equal(nc_phy_core_open(&late, &r, &cb, &pb), 0);
+	assert_int_equal(nc_phy_dev_granted(&early), 0);
+	assert_true(nc_phy_core_service(&late));
+	assert_int_equal(nc_phy_dev_granted(&early), 1);
+	assert_int_equal(nc_phy_core_tx(&late, "hi", 2), 0);
+	nc_phy_core_flush(&late);
+	struct nc_desc d;
+	assert_int_equal(nc_phy_dev_tx(&early, &d, 1), 1);
+	nc_phy_core_close(&late);
+	nc_doorbell_close(&cb);
+	nc_doorbell_close(&pb);
+	nc_region_close(&r);
+}
+
 static void forged_descriptor_from_phy_takes_the_link_down(void **state)
 {
 	struct fixture *f = *state;
@@ -222,6 +248,7 @@ int main(void)
 	    T(phy_restart_takes_back_every_buffer),
 	    T(core_restart_is_seen_by_the_phy),
 	    T(forged_descriptor_from_phy_takes_the_link_down),
+	    T(phy_that_asked_before_the_core_started_is_served),
 	    T(sleeping_phy_is_woken_by_a_transmit),
 	    T(sleeping_core_is_woken_by_a_packet),
 #undef T
