@@ -6,11 +6,6 @@
 #define CACHELINE 64u
 #define PAGE      4096u
 
-static uint64_t align_up(uint64_t v, uint64_t a)
-{
-	return (v + a - 1) / a * a;
-}
-
 void nc_client_params_default(struct nc_client_params *p)
 {
 	p->max_sockets = 64;
@@ -32,20 +27,21 @@ int nc_client_layout(const struct nc_client_params *p,
 {
 	if (!params_valid(p))
 		return -NC_ELAYOUT;
-	out->ring_size = align_up(nc_ring_footprint(p->ring_slots), CACHELINE);
+	out->ring_size =
+	    nc_align_up(nc_ring_footprint(p->ring_slots), CACHELINE);
 	uint64_t at = PAGE;
 	out->control = at;
 	at += sizeof(struct nc_client_control);
 	out->states = at;
-	at = align_up(at + (uint64_t)p->max_sockets *
-	                       sizeof(struct nc_sock_state),
-	              CACHELINE);
+	at = nc_align_up(at + (uint64_t)p->max_sockets *
+	                          sizeof(struct nc_sock_state),
+	                 CACHELINE);
 	/* Free and done rings hold every buffer at once if they must. */
 	out->free_ring = at;
 	out->done_ring = at + out->ring_size;
 	out->sock_rings = at + 2 * out->ring_size;
 	at = out->sock_rings + 2ull * p->max_sockets * out->ring_size;
-	out->pool = align_up(at, PAGE);
+	out->pool = nc_align_up(at, PAGE);
 	out->size = out->pool + (uint64_t)p->buf_count * p->buf_size;
 	return 0;
 }
@@ -71,28 +67,25 @@ int nc_client_region_create(struct nc_region *r,
 	                       NC_CLIENT_REGION_KIND);
 	if (err)
 		return err;
-	struct nc_region_header *h = nc_region_header(r);
-	h->layout[0] = p->max_sockets;
-	h->layout[1] = p->ring_slots;
-	h->layout[2] = p->buf_count;
-	h->layout[3] = p->buf_size;
+	uint32_t words[] = {p->max_sockets, p->ring_slots, p->buf_count,
+	                    p->buf_size};
+	nc_region_set_params(r, words, 4);
 	return 0;
 }
 
 int nc_client_region_params(const struct nc_region *r,
                             struct nc_client_params *p)
 {
-	struct nc_region_header h;
-	memcpy(&h, nc_region_header(r), sizeof(h));
-	for (int i = 0; i < 4; i++)
-		if (h.layout[i] > UINT32_MAX)
-			return -NC_ELAYOUT;
-	p->max_sockets = (uint32_t)h.layout[0];
-	p->ring_slots = (uint32_t)h.layout[1];
-	p->buf_count = (uint32_t)h.layout[2];
-	p->buf_size = (uint32_t)h.layout[3];
+	uint32_t w[4];
+	int err = nc_region_get_params(r, w, 4);
+	if (err)
+		return err;
+	p->max_sockets = w[0];
+	p->ring_slots = w[1];
+	p->buf_count = w[2];
+	p->buf_size = w[3];
 	struct nc_client_layout l;
-	int err = nc_client_layout(p, &l);
+	err = nc_client_layout(p, &l);
 	if (err)
 		return err;
 	return l.size <= r->size ? 0 : -NC_ELAYOUT;

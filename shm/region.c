@@ -172,6 +172,30 @@ void nc_region_close(struct nc_region *r)
 	r->size = 0;
 }
 
+void nc_region_set_params(struct nc_region *r, const uint32_t *words,
+                          unsigned n)
+{
+	struct nc_region_header *h = r->base;
+	for (unsigned i = 0; i < n && i < 6; i++)
+		h->layout[i] = words[i];
+}
+
+int nc_region_get_params(const struct nc_region *r, uint32_t *words, unsigned n)
+{
+	uint64_t copy[6];
+	if (n > 6)
+		return -NC_ELAYOUT;
+	/* One copy: the peer may change the header while we look at it. */
+	memcpy(copy, ((struct nc_region_header *)r->base)->layout,
+	       sizeof(copy));
+	for (unsigned i = 0; i < n; i++) {
+		if (copy[i] > UINT32_MAX)
+			return -NC_ELAYOUT;
+		words[i] = (uint32_t)copy[i];
+	}
+	return 0;
+}
+
 struct nc_region_header *nc_region_header(const struct nc_region *r)
 {
 	return r->base;

@@ -157,6 +157,19 @@ static void region_at_refuses_ranges_outside(void **state)
 	assert_null(nc_region_at(&owner, 8, UINT64_MAX - 4));
 }
 
+static void params_round_trip_and_oversized_words_are_refused(void **state)
+{
+	(void)state;
+	uint32_t in[4] = {1, 2, 3, UINT32_MAX}, out[4];
+	nc_region_set_params(&owner, in, 4);
+	assert_int_equal(nc_region_get_params(&owner, out, 4), 0);
+	assert_memory_equal(in, out, sizeof(in));
+	/* A peer writes a word no 32-bit parameter can hold. */
+	nc_region_header(&owner)->layout[2] = 1ull << 40;
+	assert_int_equal(nc_region_get_params(&owner, out, 4), -NC_ELAYOUT);
+	assert_int_equal(nc_region_get_params(&owner, out, 7), -NC_ELAYOUT);
+}
+
 static void strerror_covers_errno_values(void **state)
 {
 	(void)state;
@@ -178,6 +191,7 @@ int main(void)
 	    T(unsealed_memfd_is_refused),
 	    T(memfd_cannot_be_resized_after_create),
 	    T(region_at_refuses_ranges_outside),
+	    T(params_round_trip_and_oversized_words_are_refused),
 	    T(strerror_covers_errno_values),
 #undef T
 	};

@@ -105,6 +105,23 @@ int nc_region_attach(struct nc_region *r, int fd,
  */
 uint64_t nc_region_reinit(struct nc_region *r);
 
+/*
+ * A region kind records its parameters (ring sizes, buffer counts...) in
+ * the header's layout words, so that every party computes the same layout.
+ * set: the owner, at creation; get: anyone, checking each word fits 32 bits
+ * (-NC_ELAYOUT otherwise). At most 6 words.
+ */
+void nc_region_set_params(struct nc_region *r, const uint32_t *words,
+                          unsigned n);
+int nc_region_get_params(const struct nc_region *r, uint32_t *words,
+                         unsigned n);
+
+/* Rounds v up to a multiple of a (a > 0); for computing layouts. */
+static inline uint64_t nc_align_up(uint64_t v, uint64_t a)
+{
+	return (v + a - 1) / a * a;
+}
+
 /* Unmaps and closes. Safe on a handle whose create or attach failed, and on
  * one already closed (they hold fd -1); not on a merely zeroed struct. */
 void nc_region_close(struct nc_region *r);

@@ -25,11 +25,6 @@
 #define CACHELINE 64u
 #define PAGE      4096u
 
-static uint64_t align_up(uint64_t v, uint64_t a)
-{
-	return (v + a - 1) / a * a;
-}
-
 void nc_phy_params_default(struct nc_phy_params *p)
 {
 	p->mtu = 65520;
@@ -50,15 +45,16 @@ int nc_phy_layout(const struct nc_phy_params *p, struct nc_phy_layout *out)
 {
 	if (!params_valid(p))
 		return -NC_ELAYOUT;
-	uint64_t ring = align_up(nc_ring_footprint(p->ring_slots), CACHELINE);
+	uint64_t ring =
+	    nc_align_up(nc_ring_footprint(p->ring_slots), CACHELINE);
 	uint64_t at = PAGE; /* the region header has the first page */
 	out->control = at;
-	at = align_up(at + sizeof(struct nc_phy_control), CACHELINE);
+	at = nc_align_up(at + sizeof(struct nc_phy_control), CACHELINE);
 	out->rx_free = at;
 	out->rx_active = at + ring;
 	out->tx_active = at + 2 * ring;
 	out->tx_free = at + 3 * ring;
-	out->pool = align_up(at + 4 * ring, PAGE);
+	out->pool = nc_align_up(at + 4 * ring, PAGE);
 	out->size = out->pool + (uint64_t)p->buf_count * p->buf_size;
 	return 0;
 }
@@ -72,27 +68,23 @@ int nc_phy_region_create(struct nc_region *r, const struct nc_phy_params *p)
 	err = nc_region_create(r, "netcore-phy", l.size, NC_PHY_REGION_KIND);
 	if (err)
 		return err;
-	struct nc_region_header *h = nc_region_header(r);
-	h->layout[0] = p->ring_slots;
-	h->layout[1] = p->buf_count;
-	h->layout[2] = p->buf_size;
-	h->layout[3] = p->mtu;
+	uint32_t words[] = {p->ring_slots, p->buf_count, p->buf_size, p->mtu};
+	nc_region_set_params(r, words, 4);
 	return 0;
 }
 
 int nc_phy_region_params(const struct nc_region *r, struct nc_phy_params *p)
 {
-	struct nc_region_header h;
-	memcpy(&h, nc_region_header(r), sizeof(h));
-	for (int i = 0; i < 4; i++)
-		if (h.layout[i] > UINT32_MAX)
-			return -NC_ELAYOUT;
-	p->ring_slots = (uint32_t)h.layout[0];
-	p->buf_count = (uint32_t)h.layout[1];
-	p->buf_size = (uint32_t)h.layout[2];
-	p->mtu = (uint32_t)h.layout[3];
+	uint32_t w[4];
+	int err = nc_region_get_params(r, w, 4);
+	if (err)
+		return err;
+	p->ring_slots = w[0];
+	p->buf_count = w[1];
+	p->buf_size = w[2];
+	p->mtu = w[3];
 	struct nc_phy_layout l;
-	int err = nc_phy_layout(p, &l);
+	err = nc_phy_layout(p, &l);
 	if (err)
 		return err;
 	return l.size <= r->size ? 0 : -NC_ELAYOUT;
