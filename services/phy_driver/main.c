@@ -35,6 +35,7 @@ static void on_signal(int sig)
 struct options {
 	int region_fd, phy_bell_fd, core_bell_fd, link_fd;
 	const char *netns;
+	bool die_with_parent;
 	struct nc_tun_config tun;
 };
 
@@ -44,7 +45,8 @@ static void usage(void)
 	        "usage: phy_driver --region-fd N --phy-bell-fd N "
 	        "--core-bell-fd N\n"
 	        "         (--tun NAME [--kernel-ipv4 CIDR] [--kernel-ipv6 "
-	        "CIDR] [--netns PATH] [--no-persist] | --link-fd N)\n");
+	        "CIDR] [--netns PATH] [--no-persist] | --link-fd N)\n"
+	        "         [--die-with-parent]\n");
 	exit(2);
 }
 
@@ -69,6 +71,7 @@ static void parse(int argc, char **argv, struct options *o)
 	    {"kernel-ipv6", required_argument, NULL, '6'},
 	    {"netns", required_argument, NULL, 'n'},
 	    {"no-persist", no_argument, NULL, 'P'},
+	    {"die-with-parent", no_argument, NULL, 'D'},
 	    {0},
 	};
 	memset(o, 0, sizeof(*o));
@@ -105,6 +108,9 @@ static void parse(int argc, char **argv, struct options *o)
 			break;
 		case 'P':
 			o->tun.persist = 0;
+			break;
+		case 'D':
+			o->die_with_parent = true;
 			break;
 		default:
 			usage();
@@ -163,10 +169,22 @@ static int fail(const char *what, int err)
 	return 1;
 }
 
+/* For a parent that cannot supervise us after it dies (a test): stop when
+ * it goes, including if it went before we got here. */
+static void follow_parent(void)
+{
+	pid_t parent = getppid();
+	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	if (getppid() != parent)
+		stop = 1;
+}
+
 int main(int argc, char **argv)
 {
 	struct options o;
 	parse(argc, argv, &o);
+	if (o.die_with_parent)
+		follow_parent();
 	signal(SIGPIPE, SIG_IGN);
 	struct sigaction sa = {.sa_handler = on_signal};
 	sigaction(SIGTERM, &sa, NULL);

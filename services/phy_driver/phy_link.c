@@ -224,6 +224,8 @@ bool nc_phy_core_service(struct nc_phy_core *c)
 	 * Rings before grant. Pairs with the load fence in
 	 * nc_phy_dev_handshake() after it sees the grant.
 	 */
+	ck_pr_store_uint(&c->control->granted_epoch,
+	                 ck_pr_load_uint(&c->control->core_epoch));
 	ck_pr_fence_store();
 	ck_pr_store_uint(&c->control->phy_granted, request);
 	c->counters.handshakes++;
@@ -442,6 +444,13 @@ int nc_phy_dev_granted(struct nc_phy_dev *d)
 	int err = attach_rings(d);
 	if (err)
 		return err;
+	/*
+	 * Adopt the epoch of the core that granted, not the one we saw when
+	 * asking: a core that started in between granted our request itself,
+	 * and must not look like a restart. A core that started after the
+	 * grant has a newer epoch, and we will ask again.
+	 */
+	d->seen_core_epoch = ck_pr_load_uint(&d->control->granted_epoch);
 	d->attached = true;
 	return 1;
 }

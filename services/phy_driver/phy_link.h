@@ -76,6 +76,7 @@ struct nc_phy_control {
 	uint32_t phy_request; /* phy: bumped to ask for fresh rings */
 	uint32_t phy_granted; /* core: = phy_request when the rings are fresh */
 	uint32_t phy_pid;     /* phy: who holds the rings, for status */
+	uint32_t granted_epoch; /* core: its core_epoch when it granted */
 	struct nc_phy_counters phy;
 	struct nc_phy_core_report core;
 };

@@ -184,6 +184,9 @@ static void phy_that_asked_before_the_core_started_is_served(void **state)
 	assert_int_equal(nc_phy_dev_granted(&early), 0);
 	assert_true(nc_phy_core_service(&late));
 	assert_int_equal(nc_phy_dev_granted(&early), 1);
+	/* The core that granted is not a restart, though it started after
+	 * the phy asked. */
+	assert_false(nc_phy_dev_core_restarted(&early));
 	assert_int_equal(nc_phy_core_tx(&late, "hi", 2), 0);
 	nc_phy_core_flush(&late);
 	struct nc_desc d;

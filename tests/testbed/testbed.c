@@ -122,6 +122,7 @@ int nc_testbed_start_phy(struct nc_testbed *tb)
 	                "fd77::1/64",
 	                "--netns",
 	                tb->ns_path,
+	                "--die-with-parent",
 	                NULL};
 	int err = spawn_service(tb, argv, &tb->phy_pid);
 	return err ? err : wait_link(tb);
