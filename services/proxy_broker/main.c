@@ -1,0 +1,155 @@
+/*
+ * proxy_broker: the service. Parses flags and the config file, creates the
+ * broker (attach socket, nng dialer toward the core) and runs its loop
+ * until SIGTERM or SIGINT. SIGUSR1 prints the client and socket tables to
+ * stderr (nc_broker_dump; the format is in README.md).
+ *
+ * Signals stay blocked except while the loop waits (epoll_pwait), so a
+ * signal is never lost between a check of the flags and the wait.
+ *
+ * Restart behaviour: on exit it tells the core nothing (see broker.c); the
+ * next broker replaces the stale attach socket file. It needs no
+ * privilege: only its own sockets.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "services/proxy_broker/broker.h"
+
+static volatile sig_atomic_t stop, dump;
+
+static void on_signal(int sig)
+{
+	if (sig == SIGUSR1)
+		dump = 1;
+	else
+		stop = 1;
+}
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: proxy_broker --socket PATH --core-ctl URL "
+	                "--core-fds PATH [--config FILE]\n"
+	                "       proxy_broker --print-config [--config FILE]\n");
+	exit(2);
+}
+
+struct options {
+	struct nc_broker_options broker;
+	const char *config;
+	int print_config;
+};
+
+static void parse(int argc, char **argv, struct options *o)
+{
+	static const struct option longs[] = {
+	    {"socket", required_argument, NULL, 's'},
+	    {"core-ctl", required_argument, NULL, 'c'},
+	    {"core-fds", required_argument, NULL, 'f'},
+	    {"config", required_argument, NULL, 'C'},
+	    {"print-config", no_argument, NULL, 'p'},
+	    {0},
+	};
+	memset(o, 0, sizeof(*o));
+	int opt;
+	while ((opt = getopt_long(argc, argv, "", longs, NULL)) != -1) {
+		switch (opt) {
+		case 's':
+			o->broker.socket_path = optarg;
+			break;
+		case 'c':
+			o->broker.core_ctl = optarg;
+			break;
+		case 'f':
+			o->broker.core_fds = optarg;
+			break;
+		case 'C':
+			o->config = optarg;
+			break;
+		case 'p':
+			o->print_config = 1;
+			break;
+		default:
+			usage();
+		}
+	}
+	bool have_all =
+	    o->broker.socket_path && o->broker.core_ctl && o->broker.core_fds;
+	if (optind != argc || (!o->print_config && !have_all))
+		usage();
+}
+
+/* Each client holds four fds (attach socket, memfd, two eventfds). */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+static void install_signals(sigset_t *wait_mask)
+{
+	struct sigaction sa = {.sa_handler = on_signal};
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGUSR1, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	sigset_t block;
+	sigemptyset(&block);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGUSR1);
+	sigprocmask(SIG_BLOCK, &block, wait_mask);
+	sigdelset(wait_mask, SIGTERM);
+	sigdelset(wait_mask, SIGINT);
+	sigdelset(wait_mask, SIGUSR1);
+}
+
+int main(int argc, char **argv)
+{
+	struct options o;
+	parse(argc, argv, &o);
+	nc_broker_config_default(&o.broker.config);
+	char err[NC_BROKER_ERR_MAX + 4096];
+	if (o.config != NULL &&
+	    nc_broker_config_load(&o.broker.config, o.config, err,
+	                          sizeof(err)) != 0) {
+		fprintf(stderr, "proxy_broker: config %s\n", err);
+		return 2;
+	}
+	if (o.print_config) {
+		nc_broker_config_write(&o.broker.config, stdout);
+		return 0;
+	}
+	sigset_t wait_mask;
+	install_signals(&wait_mask);
+	raise_fd_limit();
+	struct nc_broker *b;
+	int rc = nc_broker_create(&b, &o.broker);
+	if (rc != 0) {
+		fprintf(stderr,
+		        "proxy_broker: cannot start (--socket %s, "
+		        "--core-ctl %s): %s\n",
+		        o.broker.socket_path, o.broker.core_ctl, strerror(-rc));
+		return 1;
+	}
+	while (!stop && rc == 0) {
+		rc = nc_broker_step(b, -1, &wait_mask);
+		if (dump) {
+			dump = 0;
+			nc_broker_dump(b, stderr);
+		}
+	}
+	if (rc != 0)
+		fprintf(stderr, "proxy_broker: loop: %s\n", strerror(-rc));
+	nc_broker_destroy(b);
+	return rc == 0 ? 0 : 1;
+}
