@@ -30,8 +30,8 @@
  *   - lent_count and free_count always match the model, and reclaim_all
  *     returns exactly the number lent.
  */
-#include "shm/fuzz/fuzz.h"
 #include "shm/shm.h"
+#include "tools/fuzz/fuzz.h"
 
 #include <errno.h>
 #include <stdbool.h>

@@ -29,8 +29,8 @@
  *   - every fd and mapping attach made is gone again after a failed attach
  *     or nc_region_close.
  */
-#include "shm/fuzz/fuzz.h"
 #include "shm/shm.h"
+#include "tools/fuzz/fuzz.h"
 
 #include <errno.h>
 #include <stdbool.h>

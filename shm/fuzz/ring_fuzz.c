@@ -35,8 +35,8 @@
  *     bytes around it), and the ring ends at, or within 64 bytes of, the
  *     end of the mapping, so running off its end is likely to fault.
  */
-#include "shm/fuzz/fuzz.h"
 #include "shm/shm.h"
+#include "tools/fuzz/fuzz.h"
 
 #include <ck_ring.h>
 #include <errno.h>

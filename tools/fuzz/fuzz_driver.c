@@ -12,7 +12,7 @@
  * Each input sits in a heap block of exactly its size, so ASan catches a
  * target that reads past the end of it.
  */
-#include "shm/fuzz/fuzz.h"
+#include "tools/fuzz/fuzz.h"
 
 #include <errno.h>
 #include <stdbool.h>

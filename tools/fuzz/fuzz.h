@@ -1,16 +1,17 @@
 /*
- * fuzz: what shm's fuzz targets share.
+ * fuzz: what all of netcore's fuzz targets share (//tools/fuzz:driver).
  *
- * Each target (shm/fuzz/NAME_fuzz.c) defines LLVMFuzzerTestOneInput() and an
- * in-code seed corpus. The same object links either with libFuzzer
- * (tools/fuzz.sh, clang) or with fuzz_driver.c, a plain main that replays
- * the seeds and a fixed pseudo-random corpus (the Bazel cc_tests).
+ * Each target (e.g. shm/fuzz/NAME_fuzz.c, services/netcore/fuzz/NAME_fuzz.c)
+ * defines LLVMFuzzerTestOneInput() and an in-code seed corpus. The same
+ * object links either with libFuzzer (tools/fuzz.sh, clang) or with
+ * fuzz_driver.c, a plain main that replays the seeds and a fixed
+ * pseudo-random corpus (the Bazel cc_tests).
  *
  * Targets check their properties with FUZZ_CHECK, never assert(): it stays
  * on under NDEBUG and aborts, which both libFuzzer and Bazel see as a crash.
  */
-#ifndef NETCORE_SHM_FUZZ_FUZZ_H
-#define NETCORE_SHM_FUZZ_FUZZ_H
+#ifndef NETCORE_TOOLS_FUZZ_FUZZ_H
+#define NETCORE_TOOLS_FUZZ_FUZZ_H
 
 #include <fcntl.h>
 #include <stddef.h>
@@ -122,4 +123,4 @@ static inline unsigned long fuzz_vm_pages(void)
 	return strtoul(buf, NULL, 10);
 }
 
-#endif /* NETCORE_SHM_FUZZ_FUZZ_H */
+#endif /* NETCORE_TOOLS_FUZZ_FUZZ_H */
