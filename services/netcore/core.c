@@ -12,20 +12,33 @@
  * buffer and queue its descriptor; the queue is published, and the phy's
  * doorbell rung if it asked, once per poll.
  *
+ * Clients (optional, nc_core_serve_clients). Each poll also answers the
+ * broker's control requests (ctl.c) and makes one pass over every client
+ * region (clients.c, sock.c), then delivers to lwIP what the clients just
+ * sent to this stack itself (loopback), so that a conversation between two
+ * of our own sockets advances by whole round trips per poll.
+ *
+ * Sleeping. Every event source is in one epoll set: the phy doorbell, the
+ * control socket's receive fd, the fd channel, and each client's core
+ * doorbell. Before sleeping, the wake-up protocol runs toward the phy and
+ * every client (nc_core_prepare_wait); waking drains the doorbells that
+ * rang and marks the other sources for the next poll.
+ *
  * Restart. Nothing here survives the process. A restarted core opens the
  * phy region anew (new epoch), so the phy re-attaches; TCP peers of the old
  * core see resets when their segments reach a stack that does not know them.
  *
- * What it does not do: sockets for clients (the broker and client regions
- * come later), or routing beyond one default route per family.
+ * What it does not do: routing beyond one default route per family.
  */
 #include "services/netcore/core.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "lwip/init.h"
 #include "lwip/ip.h"
@@ -35,9 +48,13 @@
 #include "lwip/pbuf.h"
 #include "lwip/stats.h"
 #include "lwip/timeouts.h"
+#include "services/netcore/clients.h"
+#include "services/netcore/ctl.h"
 #include "services/netcore/echo.h"
+#include "services/netcore/nci.h"
 
-#define RX_BATCH NC_PHY_BATCH
+#define RX_BATCH    NC_PHY_BATCH
+#define WAIT_EVENTS 64
 
 /* A received buffer wrapped for lwIP; one per pool buffer, preallocated. */
 struct rx_pbuf {
@@ -52,6 +69,11 @@ struct nc_core {
 	struct nc_core_config cfg;
 	struct rx_pbuf *rx_pbufs; /* indexed by pool buffer */
 	struct nc_echo *echo;
+	int epfd; /* every event source; see nc_core_wait */
+	struct nci_src phy_src;
+	struct nci_stats stats;
+	struct nci_clients *clients; /* NULL until nc_core_serve_clients */
+	struct nci_ctl *ctl;
 	uint64_t rx_packets, rx_bytes, tx_packets, tx_bytes;
 	uint32_t last_rx_ready; /* ring occupancy at the last poll */
 	uint32_t last_tx_used;
@@ -237,6 +259,27 @@ static void add_netif(struct nc_core *c)
 
 /* ----------------------------------------------------------- lifecycle */
 
+int nci_epoll_add(int epfd, struct nci_src *src)
+{
+	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = src};
+	return epoll_ctl(epfd, EPOLL_CTL_ADD, src->fd, &ev) < 0 ? -errno : 0;
+}
+
+void nci_epoll_del(int epfd, struct nci_src *src)
+{
+	epoll_ctl(epfd, EPOLL_CTL_DEL, src->fd, NULL);
+}
+
+static int open_epoll(struct nc_core *c)
+{
+	c->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (c->epfd < 0)
+		return -errno;
+	c->phy_src.kind = NCI_SRC_BELL;
+	c->phy_src.fd = c->phy.core_bell->fd;
+	return nci_epoll_add(c->epfd, &c->phy_src);
+}
+
 struct nc_core *nc_core_create(const struct nc_core_config *cfg,
                                struct nc_region *phy_region,
                                struct nc_doorbell *core_bell,
@@ -249,14 +292,19 @@ struct nc_core *nc_core_create(const struct nc_core_config *cfg,
 	struct nc_core *c = calloc(1, sizeof(*c));
 	if (c == NULL)
 		return NULL;
+	c->epfd = -1;
 	int err = nc_phy_core_open(&c->phy, phy_region, core_bell, phy_bell);
 	if (err == 0) {
 		c->rx_pbufs =
 		    calloc(c->phy.params.buf_count, sizeof(*c->rx_pbufs));
 		err = c->rx_pbufs ? 0 : -ENOMEM;
 	}
+	err = err ?: open_epoll(c);
 	if (err) {
 		nc_phy_core_close(&c->phy);
+		if (c->epfd >= 0)
+			close(c->epfd);
+		free(c->rx_pbufs);
 		free(c);
 		errno = err == -ENOMEM ? ENOMEM : EINVAL;
 		return NULL;
@@ -277,12 +325,49 @@ void nc_core_destroy(struct nc_core *c)
 {
 	if (c == NULL)
 		return;
+	nci_ctl_destroy(c->ctl);
+	nci_clients_destroy(c->clients); /* closes their sockets */
 	nc_echo_stop(c->echo);
 	netif_remove(&c->netif);
 	nc_phy_core_close(&c->phy);
+	close(c->epfd);
 	free(c->rx_pbufs);
 	free(c);
 	the_core = NULL;
+}
+
+/* Each client holds three fds (region, two doorbells). */
+static void raise_fd_limit(void)
+{
+	struct rlimit r;
+	if (getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < r.rlim_max) {
+		r.rlim_cur = r.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &r);
+	}
+}
+
+int nc_core_serve_clients(struct nc_core *c, const char *ctl_url,
+                          const char *fds_path)
+{
+	if (c->clients != NULL)
+		return -EBUSY;
+	c->clients = nci_clients_create(c->epfd, &c->stats);
+	if (c->clients == NULL)
+		return -ENOMEM;
+	int err =
+	    nci_ctl_create(&c->ctl, c->clients, c->epfd, ctl_url, fds_path);
+	if (err) {
+		nci_clients_destroy(c->clients);
+		c->clients = NULL;
+		return err;
+	}
+	raise_fd_limit();
+	return 0;
+}
+
+struct nci_ctl *nci_core_ctl(struct nc_core *c)
+{
+	return c->ctl;
 }
 
 /* ----------------------------------------------------------------- loop */
@@ -300,6 +385,29 @@ static void publish_report(struct nc_core *c)
 	r->drop_udp = now.drop_udp;
 }
 
+static bool loopback_pending(void)
+{
+	struct netif *n;
+	NETIF_FOREACH(n)
+	{
+		if (n->loop_first != NULL)
+			return true;
+	}
+	return false;
+}
+
+/* Control requests, then one pass over every client. True: more to do. */
+static bool serve_clients(struct nc_core *c)
+{
+	if (c->clients == NULL)
+		return false;
+	bool more = nci_ctl_poll(c->ctl);
+	nci_clients_take_dirty(c->clients); /* this pass serves it */
+	more |= nci_clients_service(c->clients);
+	netif_poll_all(); /* what the clients just sent to this stack */
+	return nci_clients_take_dirty(c->clients) || more;
+}
+
 struct nc_core_advice nc_core_poll(struct nc_core *c)
 {
 	struct nc_core_advice advice = {.again = false};
@@ -307,6 +415,7 @@ struct nc_core_advice nc_core_poll(struct nc_core *c)
 	int n = receive_batch(c);
 	sys_check_timeouts();
 	netif_poll_all(); /* packets lwIP looped back to itself */
+	bool more = serve_clients(c);
 	nc_phy_core_flush(&c->phy);
 	if (c->phy.up) {
 		int ready = nc_ring_ready(&c->phy.rx_active);
@@ -317,26 +426,54 @@ struct nc_core_advice nc_core_poll(struct nc_core *c)
 	}
 	if (n > 0)
 		publish_report(c);
-	advice.again = n == RX_BATCH;
+	advice.again = n == RX_BATCH || more || loopback_pending();
 	uint32_t sleep = sys_timeouts_sleeptime();
 	advice.wait_ms =
 	    sleep == SYS_TIMEOUTS_SLEEPTIME_INFINITE ? 1000 : sleep;
 	return advice;
 }
 
+bool nc_core_prepare_wait(struct nc_core *c)
+{
+	if (!nc_phy_core_prepare_wait(&c->phy))
+		return false;
+	return c->clients == NULL || nci_clients_prepare_wait(c->clients);
+}
+
+int nc_core_wait(struct nc_core *c, int timeout_ms)
+{
+	struct epoll_event ev[WAIT_EVENTS];
+	int n = epoll_wait(c->epfd, ev, WAIT_EVENTS, timeout_ms);
+	if (n < 0)
+		return errno == EINTR ? 0 : -errno;
+	for (int i = 0; i < n; i++) {
+		struct nci_src *src = ev[i].data.ptr;
+		src->ready = true;
+		if (src->kind == NCI_SRC_BELL) {
+			struct nc_doorbell bell = {.fd = src->fd};
+			nc_doorbell_drain(&bell);
+		}
+	}
+	if (c->clients != NULL)
+		nci_clients_woken(c->clients);
+	return n > 0;
+}
+
+int nc_core_fd(const struct nc_core *c)
+{
+	return c->epfd;
+}
+
 int nc_core_run(struct nc_core *c, volatile sig_atomic_t *stop)
 {
-	struct pollfd pfd = {.fd = c->phy.core_bell->fd, .events = POLLIN};
 	while (!*stop) {
 		struct nc_core_advice a = nc_core_poll(c);
-		if (a.again || !nc_phy_core_prepare_wait(&c->phy))
+		if (a.again || !nc_core_prepare_wait(c))
 			continue;
-		int n =
-		    poll(&pfd, 1, (int)(a.wait_ms > 1000 ? 1000 : a.wait_ms));
-		if (n < 0 && errno != EINTR)
-			return -errno;
-		if (n > 0)
-			nc_doorbell_drain(c->phy.core_bell);
+		int err =
+		    nc_core_wait(c, (int)(a.wait_ms > 1000 ? 1000 : a.wait_ms));
+		if (err < 0)
+			return err;
 	}
 	return 0;
 }
@@ -362,4 +499,16 @@ void nc_core_get_counters(const struct nc_core *c, struct nc_core_counters *out)
 	out->rx_ring_ready = c->last_rx_ready;
 	out->tx_ring_used = c->last_tx_used;
 	memcpy(&out->phy, &c->phy.control->phy, sizeof(out->phy));
+	const struct nci_stats *k = &c->stats;
+	out->clients = k->clients;
+	out->client_sockets = k->sockets;
+	out->clients_added = k->clients_added;
+	out->clients_removed = k->clients_removed;
+	out->clients_broken = k->clients_broken;
+	out->ctl_requests = k->ctl_requests;
+	out->ctl_refused = k->ctl_refused;
+	out->fds_refused = k->fds_refused;
+	out->udp_rx_dropped = k->udp_rx_dropped;
+	out->udp_tx_dropped = k->udp_tx_dropped;
+	out->tcp_tx_discarded = k->tcp_tx_discarded;
 }

@@ -2,6 +2,8 @@
  * netcore_core: the core service. Started with the phy region's memfd and
  * both doorbells inherited as fds; runs lwIP's loop until SIGTERM, then
  * prints its counters. It needs no privilege and no network of its own.
+ * With --ctl and --fds it also serves client sockets: the broker's nng
+ * requests on --ctl, client regions and doorbells on the --fds socket.
  */
 #include <arpa/inet.h>
 #include <getopt.h>
@@ -23,6 +25,7 @@ static void on_signal(int sig)
 
 struct options {
 	int region_fd, core_bell_fd, phy_bell_fd;
+	const char *ctl_url, *fds_path;
 	struct nc_core_config cfg;
 };
 
@@ -32,7 +35,8 @@ static void usage(void)
 	        "usage: netcore_core --region-fd N --core-bell-fd N "
 	        "--phy-bell-fd N\n"
 	        "         [--ipv4 CIDR] [--ipv4-peer ADDR] [--ipv6 CIDR] "
-	        "[--ipv6-peer ADDR] [--echo-port PORT]\n");
+	        "[--ipv6-peer ADDR] [--echo-port PORT]\n"
+	        "         [--ctl URL --fds PATH]\n");
 	exit(2);
 }
 
@@ -56,9 +60,12 @@ static void parse(int argc, char **argv, struct options *o)
 	    {"ipv6", required_argument, NULL, '6'},
 	    {"ipv6-peer", required_argument, NULL, 'G'},
 	    {"echo-port", required_argument, NULL, 'e'},
+	    {"ctl", required_argument, NULL, 'C'},
+	    {"fds", required_argument, NULL, 'F'},
 	    {0},
 	};
 	o->region_fd = o->core_bell_fd = o->phy_bell_fd = -1;
+	o->ctl_url = o->fds_path = NULL;
 	nc_core_config_default(&o->cfg);
 	int opt, bad = 0;
 	while ((opt = getopt_long(argc, argv, "", longs, NULL)) != -1) {
@@ -89,12 +96,19 @@ static void parse(int argc, char **argv, struct options *o)
 		case 'e':
 			o->cfg.echo_port = (uint16_t)number(optarg, 65535);
 			break;
+		case 'C':
+			o->ctl_url = optarg;
+			break;
+		case 'F':
+			o->fds_path = optarg;
+			break;
 		default:
 			usage();
 		}
 	}
 	if (bad || o->region_fd < 0 || o->core_bell_fd < 0 ||
-	    o->phy_bell_fd < 0 || optind != argc)
+	    o->phy_bell_fd < 0 || optind != argc ||
+	    (o->ctl_url == NULL) != (o->fds_path == NULL))
 		usage();
 }
 
@@ -111,6 +125,14 @@ static void print_counters(const struct nc_core *core)
 	        c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes,
 	        c.drop_tx_no_buffer, c.drop_ip_bad, c.drop_checksum, c.drop_tcp,
 	        c.drop_udp, c.phy_handshakes, c.phy_corrupt);
+	fprintf(stderr,
+	        "netcore_core: clients %u (added %" PRIu64 " removed %" PRIu64
+	        " broken %" PRIu64 "), sockets %u; control %" PRIu64
+	        " requests, %" PRIu64 " refused; fds refused %" PRIu64
+	        "; udp dropped rx %" PRIu64 " tx %" PRIu64 "\n",
+	        c.clients, c.clients_added, c.clients_removed, c.clients_broken,
+	        c.client_sockets, c.ctl_requests, c.ctl_refused, c.fds_refused,
+	        c.udp_rx_dropped, c.udp_tx_dropped);
 }
 
 int main(int argc, char **argv)
@@ -138,6 +160,15 @@ int main(int argc, char **argv)
 	if (core == NULL) {
 		perror("netcore_core: create");
 		return 1;
+	}
+	if (o.ctl_url != NULL) {
+		err = nc_core_serve_clients(core, o.ctl_url, o.fds_path);
+		if (err) {
+			fprintf(stderr, "netcore_core: clients: %s\n",
+			        strerror(-err));
+			nc_core_destroy(core);
+			return 1;
+		}
 	}
 	err = nc_core_run(core, &stop);
 	print_counters(core);
