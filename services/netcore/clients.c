@@ -697,6 +697,16 @@ int nci_client_rx_publish(struct nci_client *cl, int chan,
                           const struct nc_desc *d, unsigned n)
 {
 	struct nci_chan *ch = &cl->chans[chan];
+	/* The contract: every rx descriptor names its channel in aux, which
+	 * the client checks. */
+	struct nc_desc tagged[64];
+	if (n > 64)
+		n = 64;
+	for (unsigned i = 0; i < n; i++) {
+		tagged[i] = d[i];
+		tagged[i].aux = (uint16_t)chan;
+	}
+	d = tagged;
 	int sent = nc_ring_enqueue_batch(&ch->rx, d, n);
 	if (sent < 0) {
 		nci_client_fail(cl, "rx ring index");

@@ -828,6 +828,22 @@ static void txq_pop(struct nci_sock *s)
 	s->tx_off = 0;
 }
 
+/*
+ * What lwIP will take now for this socket: its own send buffer space,
+ * capped so that no more than SO_SNDBUF bytes wait unacknowledged in lwIP.
+ * Without the cap a small SO_SNDBUF would change nothing: lwIP's buffer
+ * is global (TCP_SND_BUF), and a writer would never feel backpressure.
+ */
+static u16_t sndbuf_room(const struct nci_sock *s)
+{
+	uint32_t queued = TCP_SND_BUF - s->tcp->snd_buf;
+	uint32_t cap = (uint32_t)s->opt.sndbuf;
+	uint32_t room = tcp_sndbuf(s->tcp);
+	if (queued >= cap)
+		return 0;
+	return (u16_t)(room < cap - queued ? room : cap - queued);
+}
+
 /* Writes the head descriptor into lwIP; false if lwIP took only part. */
 static bool tcp_write_head(struct nci_sock *s, bool *wrote)
 {
@@ -835,7 +851,7 @@ static bool tcp_write_head(struct nci_sock *s, bool *wrote)
 	const uint8_t *data = nci_client_data(s->cl, d);
 	while (s->tx_off < d->length) {
 		uint32_t left = d->length - s->tx_off;
-		u16_t room = tcp_sndbuf(s->tcp);
+		u16_t room = sndbuf_room(s);
 		u16_t n = left < room ? (u16_t)left : room;
 		if (n == 0 || tcp_write(s->tcp, data + s->tx_off, n,
 		                        TCP_WRITE_FLAG_COPY) != ERR_OK) {

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -19,6 +20,7 @@ extern char **environ;
 
 #define PHY_BIN           "services/phy_driver/phy_driver"
 #define CORE_BIN          "services/netcore/netcore_core"
+#define BROKER_BIN "services/proxy_broker/proxy_broker"
 #define ATTACH_TIMEOUT_MS 10000
 
 static int64_t now_ms(void)
@@ -142,12 +144,97 @@ static int start_core(struct nc_testbed *tb)
 {
 	char port[8];
 	snprintf(port, sizeof(port), "%u", tb->echo_port);
-	char *argv[] = {CORE_BIN, "--region-fd",
-	                "3",      "--phy-bell-fd",
-	                "4",      "--core-bell-fd",
-	                "5",      "--echo-port",
-	                port,     NULL};
+	char *argv[16] = {CORE_BIN, "--region-fd",    "3", "--phy-bell-fd",
+	                  "4",      "--core-bell-fd", "5", "--echo-port",
+	                  port};
+	int n = 9;
+	if (tb->core_ctl[0] != '\0') {
+		argv[n++] = "--ctl";
+		argv[n++] = tb->core_ctl;
+		argv[n++] = "--fds";
+		argv[n++] = tb->core_fds;
+	}
+	argv[n] = NULL;
 	return spawn_service(tb, argv, &tb->core_pid);
+}
+
+static bool is_socket(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
+/* Waits until `path` is a listening socket, or the process died. */
+static int wait_socket(const char *path, pid_t pid)
+{
+	int64_t deadline = now_ms() + ATTACH_TIMEOUT_MS;
+	while (!is_socket(path)) {
+		int status;
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			return -ECHILD;
+		if (now_ms() > deadline)
+			return -ETIMEDOUT;
+		struct timespec ts = {0, 2 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	return 0;
+}
+
+int nc_testbed_start_broker(struct nc_testbed *tb, const char *config)
+{
+	char *argv[12] = {BROKER_BIN,   "--socket",   tb->broker_socket,
+	                  "--core-ctl", tb->core_ctl, "--core-fds",
+	                  tb->core_fds};
+	int n = 7;
+	if (config != NULL) {
+		argv[n++] = "--config";
+		argv[n++] = (char *)config;
+	}
+	argv[n] = NULL;
+	unlink(tb->broker_socket);
+	int err =
+	    -posix_spawn(&tb->broker_pid, argv[0], NULL, NULL, argv, environ);
+	return err ? err : wait_socket(tb->broker_socket, tb->broker_pid);
+}
+
+int nc_testbed_kill_broker(struct nc_testbed *tb)
+{
+	if (tb->broker_pid <= 0)
+		return -ESRCH;
+	kill(tb->broker_pid, SIGKILL);
+	int status = reap(tb->broker_pid, now_ms() + 5000);
+	tb->broker_pid = 0;
+	return status == 128 + SIGKILL ? 0 : -EIO;
+}
+
+static int make_run_dir(struct nc_testbed *tb)
+{
+	snprintf(tb->run_dir, sizeof(tb->run_dir), "/tmp/nctb-XXXXXX");
+	if (mkdtemp(tb->run_dir) == NULL) {
+		tb->run_dir[0] = '\0';
+		return -errno;
+	}
+	snprintf(tb->broker_socket, sizeof(tb->broker_socket), "%s/broker",
+	         tb->run_dir);
+	snprintf(tb->core_ctl, sizeof(tb->core_ctl), "ipc://%s/core.ctl",
+	         tb->run_dir);
+	snprintf(tb->core_fds, sizeof(tb->core_fds), "%s/core.fds",
+	         tb->run_dir);
+	return 0;
+}
+
+static void remove_run_dir(struct nc_testbed *tb)
+{
+	if (tb->run_dir[0] == '\0')
+		return;
+	char path[160];
+	const char *names[] = {"broker", "core.ctl", "core.fds"};
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", tb->run_dir, names[i]);
+		unlink(path);
+	}
+	rmdir(tb->run_dir);
+	tb->run_dir[0] = '\0';
 }
 
 static int create_netns(struct nc_testbed *tb, const char *tag)
@@ -164,7 +251,8 @@ static int create_netns(struct nc_testbed *tb, const char *tag)
 	return run_quiet(lo) == 0 ? 0 : -EIO;
 }
 
-int nc_testbed_start(struct nc_testbed *tb, const char *tag, uint16_t echo_port)
+static int start_all(struct nc_testbed *tb, const char *tag, uint16_t echo_port,
+                     bool sockets, const char *config)
 {
 	memset(tb, 0, sizeof(*tb));
 	tb->core_bell.fd = tb->phy_bell.fd = tb->region.fd = -1;
@@ -172,15 +260,32 @@ int nc_testbed_start(struct nc_testbed *tb, const char *tag, uint16_t echo_port)
 	struct nc_phy_params params;
 	nc_phy_params_default(&params);
 	int err = create_netns(tb, tag);
+	if (!err && sockets)
+		err = make_run_dir(tb);
 	err = err ?: nc_phy_region_create(&tb->region, &params);
 	err = err ?: nc_phy_layout(&params, &tb->layout);
 	err = err ?: nc_doorbell_create(&tb->core_bell);
 	err = err ?: nc_doorbell_create(&tb->phy_bell);
 	err = err ?: start_core(tb);
 	err = err ?: nc_testbed_start_phy(tb);
+	if (!err && sockets)
+		err = wait_socket(tb->core_fds, tb->core_pid);
+	if (!err && sockets)
+		err = nc_testbed_start_broker(tb, config);
 	if (err)
 		nc_testbed_stop(tb);
 	return err;
+}
+
+int nc_testbed_start(struct nc_testbed *tb, const char *tag, uint16_t echo_port)
+{
+	return start_all(tb, tag, echo_port, false, NULL);
+}
+
+int nc_testbed_start_sockets(struct nc_testbed *tb, const char *tag,
+                             uint16_t echo_port, const char *broker_config)
+{
+	return start_all(tb, tag, echo_port, true, broker_config);
 }
 
 static void end_service(pid_t *pid)
@@ -194,6 +299,7 @@ static void end_service(pid_t *pid)
 
 void nc_testbed_stop(struct nc_testbed *tb)
 {
+	end_service(&tb->broker_pid);
 	end_service(&tb->phy_pid);
 	end_service(&tb->core_pid);
 	if (tb->ns_created) {
@@ -204,6 +310,7 @@ void nc_testbed_stop(struct nc_testbed *tb)
 	nc_doorbell_close(&tb->core_bell);
 	nc_doorbell_close(&tb->phy_bell);
 	nc_region_close(&tb->region);
+	remove_run_dir(tb);
 }
 
 int nc_testbed_enter(struct nc_testbed *tb)

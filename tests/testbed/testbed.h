@@ -32,8 +32,12 @@ struct nc_testbed {
 	struct nc_region region;
 	struct nc_doorbell core_bell, phy_bell;
 	struct nc_phy_layout layout;
-	pid_t phy_pid, core_pid;
+	pid_t phy_pid, core_pid, broker_pid;
 	uint16_t echo_port;
+	char run_dir[64]; /* sockets of the broker and core, if any */
+	char broker_socket[96];
+	char core_ctl[128]; /* nng URL */
+	char core_fds[96];
 };
 
 /* Creates the namespace and region, starts both services, and waits until
@@ -41,7 +45,20 @@ struct nc_testbed {
 int nc_testbed_start(struct nc_testbed *tb, const char *tag,
                      uint16_t echo_port);
 
-/* Ends both services and deletes the namespace. Idempotent. */
+/*
+ * As nc_testbed_start, and also serves client sockets: the core listens for
+ * the broker (nng and the fd channel, in a private temp directory) and a
+ * proxy_broker runs with `broker_config` (a file path, or NULL for the
+ * defaults). Clients attach at tb->broker_socket.
+ */
+int nc_testbed_start_sockets(struct nc_testbed *tb, const char *tag,
+                             uint16_t echo_port, const char *broker_config);
+
+/* SIGKILLs the broker / starts it again (and waits until it listens). */
+int nc_testbed_kill_broker(struct nc_testbed *tb);
+int nc_testbed_start_broker(struct nc_testbed *tb, const char *config);
+
+/* Ends the services and deletes the namespace. Idempotent. */
 void nc_testbed_stop(struct nc_testbed *tb);
 
 /* SIGKILLs the phy driver and reaps it. */
