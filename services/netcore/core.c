@@ -75,6 +75,7 @@ struct nc_core {
 	struct nci_clients *clients; /* NULL until nc_core_serve_clients */
 	struct nci_ctl *ctl;
 	uint64_t rx_packets, rx_bytes, tx_packets, tx_bytes;
+	uint64_t martian_drops; /* spoofed sources, see martian_source() */
 	uint32_t last_rx_ready; /* ring occupancy at the last poll */
 	uint32_t last_tx_used;
 };
@@ -180,14 +181,53 @@ static void deliver(struct nc_core *c, const struct nc_desc *d)
 	struct pbuf *p =
 	    pbuf_alloced_custom(PBUF_RAW, (u16_t)d->length, PBUF_REF,
 	                        &r->custom, data, (u16_t)d->length);
-	c->rx_packets++;
-	c->rx_bytes += d->length;
 	if (p == NULL) {
 		nc_phy_core_rx_release(&c->phy, d);
 		return;
 	}
 	if (c->netif.input(p, &c->netif) != ERR_OK)
 		pbuf_free(p);
+}
+
+static bool ipv4_martian(const struct nc_core *c, const uint8_t *src)
+{
+	uint32_t a = (uint32_t)src[0] << 24 | (uint32_t)src[1] << 16 |
+	             (uint32_t)src[2] << 8 | src[3];
+	uint8_t top = src[0];
+	return top == 0 || top == 127 || top >= 224 || a == 0xffffffffu ||
+	       memcmp(src, &c->cfg.ipv4, 4) == 0;
+}
+
+static bool ipv6_martian(const struct nc_core *c, const uint8_t *src)
+{
+	static const uint8_t zero[16], one[16] = {[15] = 1};
+	static const uint8_t our_ll[16] = {0xfe, 0x80, [15] = 2};
+	return memcmp(src, zero, 16) == 0 || memcmp(src, one, 16) == 0 ||
+	       src[0] == 0xff || memcmp(src, our_ll, 16) == 0 ||
+	       memcmp(src, &c->cfg.ipv6, 16) == 0;
+}
+
+/*
+ * A packet from the link whose source is this stack's own address, a
+ * loopback, unspecified, multicast or broadcast address is spoofed or
+ * broken: no host on the other side may send it. lwIP would accept it, and
+ * a datagram "from ourselves" to the echo service makes the stack answer
+ * itself through its loopback forever (found by packet_fuzz). Counted as a
+ * bad IP drop.
+ */
+static bool martian_source(struct nc_core *c, const struct nc_desc *d)
+{
+	const uint8_t *pkt = nc_phy_core_data(&c->phy, d);
+	bool martian;
+	if (pkt[0] >> 4 == 4 && d->length >= 20)
+		martian = ipv4_martian(c, pkt + 12);
+	else if (pkt[0] >> 4 == 6 && d->length >= 40)
+		martian = ipv6_martian(c, pkt + 8);
+	else
+		return false; /* lwIP refuses and counts it */
+	if (martian)
+		c->martian_drops++;
+	return martian;
 }
 
 static int receive_batch(struct nc_core *c)
@@ -198,6 +238,12 @@ static int receive_batch(struct nc_core *c)
 		/* lwIP's lengths are 16-bit; the phy's MTU check keeps packets
 		 * below, but a broken phy must not make us truncate. */
 		if (batch[i].length == 0 || batch[i].length > 0xffff) {
+			nc_phy_core_rx_release(&c->phy, &batch[i]);
+			continue;
+		}
+		c->rx_packets++;
+		c->rx_bytes += batch[i].length;
+		if (martian_source(c, &batch[i])) {
 			nc_phy_core_rx_release(&c->phy, &batch[i]);
 			continue;
 		}
@@ -491,7 +537,7 @@ void nc_core_get_counters(const struct nc_core *c, struct nc_core_counters *out)
 	const struct stats_ *s = &lwip_stats;
 	out->drop_ip_bad = s->ip.lenerr + s->ip.proterr + s->ip.err +
 	                   s->ip6.lenerr + s->ip6.proterr + s->ip6.err +
-	                   s->ip.drop + s->ip6.drop;
+	                   s->ip.drop + s->ip6.drop + c->martian_drops;
 	out->drop_checksum = s->ip.chkerr + s->tcp.chkerr + s->udp.chkerr +
 	                     s->icmp.chkerr + s->icmp6.chkerr;
 	out->drop_tcp = s->tcp.drop;

@@ -363,6 +363,20 @@
 #define LWIP_HOOK_TCP_ISN(local_ip, local_port, remote_ip, remote_port)        \
 	nc_lwip_rand32()
 
+/*
+ * Every TCP segment that matched a pcb passes nc_lwip_tcp_inpacket() first
+ * (nc_lwip_port.h): it drops segments that would reach an assertion in
+ * lwIP 2.1.3's receive path, which a remote peer could otherwise use to
+ * abort the core (see the function).
+ */
+struct tcp_pcb;
+struct tcp_hdr;
+struct pbuf;
+int nc_lwip_tcp_inpacket(struct tcp_pcb *pcb, struct tcp_hdr *hdr,
+			 struct pbuf *p);
+#define LWIP_HOOK_TCP_INPACKET_PCB(pcb, hdr, optlen, opt1len, opt2, p)         \
+	nc_lwip_tcp_inpacket((pcb), (hdr), (p))
+
 /* ------------------------------------------------------------------------
  * UDP, raw IP and application protocols
  * ------------------------------------------------------------------------ */
