@@ -697,6 +697,18 @@ int nci_client_rx_publish(struct nci_client *cl, int chan,
                           const struct nc_desc *d, unsigned n)
 {
 	struct nci_chan *ch = &cl->chans[chan];
+	/*
+	 * Retire what the client has read first, and publish no more than the
+	 * slots we have retired: the ring may show more room (the client keeps
+	 * reading), but a slot whose length we still count must not be
+	 * overwritten, or rx_bytes drifts and a clean close turns into a reset.
+	 */
+	uint32_t bytes;
+	uint32_t known = nci_client_rx_refresh(cl, chan, &bytes);
+	if (known >= ch->rx.mask)
+		return 0;
+	if (n > ch->rx.mask - known)
+		n = ch->rx.mask - known;
 	/* The contract: every rx descriptor names its channel in aux, which
 	 * the client checks. */
 	struct nc_desc tagged[64];
