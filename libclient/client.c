@@ -299,11 +299,19 @@ static int ctl_recv(int fd, struct nc_msg_rep *rep, int *fds, int max_fds,
 	                    .msg_control = &cbuf,
 	                    .msg_controllen = sizeof(cbuf)};
 	ssize_t n;
+	bool reset_seen = false;
 	do {
 		int err = ctl_wait(fd, deadline);
 		if (err)
 			return err;
 		n = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		/* A broker that answers and closes at once (a refusal) can
+		 * reset the socket before we read; the answer is still
+		 * queued behind the reset: read on once. */
+		if (n < 0 && errno == ECONNRESET && !reset_seen) {
+			reset_seen = true;
+			errno = EAGAIN;
+		}
 	} while (n < 0 && (errno == EAGAIN || errno == EINTR));
 	if (n < 0)
 		return -errno;
@@ -448,12 +456,16 @@ static int attach_exchange(int fd, struct nc_msg_rep *rep, int fds[3])
 	nci_req_init(&req, NC_MSG_ATTACH, NULL);
 	req.sock = 0; /* "all other fields zero" */
 	nc_msg_init(&req.hdr, NC_MSG_ATTACH, 1, sizeof(req));
-	int err = ctl_send(fd, &req);
-	if (err)
-		return err;
+	int sent = ctl_send(fd, &req);
+	/* A broker that refuses at once (max_clients) may close before our
+	 * ATTACH went out; its refusal is still queued for us to read. */
+	if (sent && sent != -EPIPE && sent != -ECONNRESET)
+		return sent;
 	int got[3], ngot;
-	err = ctl_recv(fd, rep, got, 3, &ngot,
-	               nci_deadline_ms(NCI_CTL_TIMEOUT_MS));
+	int err = ctl_recv(fd, rep, got, 3, &ngot,
+	                   nci_deadline_ms(sent ? 100 : NCI_CTL_TIMEOUT_MS));
+	if (err && sent)
+		return sent;
 	if (err)
 		return err == -ETIMEDOUT ? -EAGAIN : err;
 	if (rep->hdr.id != 1 || rep->hdr.type != NC_MSG_ATTACH)
