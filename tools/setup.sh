@@ -16,6 +16,7 @@ packages=(
   gcc libc6-dev dpkg-dev
   libnng-dev libck-dev libcmocka-dev
   iproute2 procps iputils-ping
+  passt slirp4netns
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }
