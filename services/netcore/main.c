@@ -9,9 +9,12 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
 
 #include "services/netcore/core.h"
 
@@ -24,6 +27,7 @@ static void on_signal(int sig)
 }
 
 struct options {
+	bool die_with_parent; /* stop when the parent dies (tests) */
 	int region_fd, core_bell_fd, phy_bell_fd;
 	const char *ctl_url, *fds_path;
 	struct nc_core_config cfg;
@@ -36,7 +40,7 @@ static void usage(void)
 	        "--phy-bell-fd N\n"
 	        "         [--ipv4 CIDR] [--ipv4-peer ADDR] [--ipv6 CIDR] "
 	        "[--ipv6-peer ADDR] [--echo-port PORT]\n"
-	        "         [--ctl URL --fds PATH]\n");
+	        "         [--ctl URL --fds PATH] [--die-with-parent]\n");
 	exit(2);
 }
 
@@ -62,6 +66,7 @@ static void parse(int argc, char **argv, struct options *o)
 	    {"echo-port", required_argument, NULL, 'e'},
 	    {"ctl", required_argument, NULL, 'C'},
 	    {"fds", required_argument, NULL, 'F'},
+	    {"die-with-parent", no_argument, NULL, 'D'},
 	    {0},
 	};
 	o->region_fd = o->core_bell_fd = o->phy_bell_fd = -1;
@@ -101,6 +106,9 @@ static void parse(int argc, char **argv, struct options *o)
 			break;
 		case 'F':
 			o->fds_path = optarg;
+			break;
+		case 'D':
+			o->die_with_parent = true;
 			break;
 		default:
 			usage();
@@ -142,6 +150,12 @@ int main(int argc, char **argv)
 	struct sigaction sa = {.sa_handler = on_signal};
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+	if (o.die_with_parent) {
+		pid_t parent = getppid();
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		if (getppid() != parent)
+			stop = 1; /* it went before we could ask */
+	}
 	signal(SIGPIPE, SIG_IGN);
 
 	struct nc_region region;

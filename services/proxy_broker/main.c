@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
 #include <sys/resource.h>
 
 #include "services/proxy_broker/broker.h"
@@ -35,7 +37,7 @@ static void on_signal(int sig)
 static void usage(void)
 {
 	fprintf(stderr, "usage: proxy_broker --socket PATH --core-ctl URL "
-	                "--core-fds PATH [--config FILE]\n"
+	                "--core-fds PATH [--config FILE] [--die-with-parent]\n"
 	                "       proxy_broker --print-config [--config FILE]\n");
 	exit(2);
 }
@@ -44,6 +46,7 @@ struct options {
 	struct nc_broker_options broker;
 	const char *config;
 	int print_config;
+	int die_with_parent; /* stop when the parent dies (tests) */
 };
 
 static void parse(int argc, char **argv, struct options *o)
@@ -54,6 +57,7 @@ static void parse(int argc, char **argv, struct options *o)
 	    {"core-fds", required_argument, NULL, 'f'},
 	    {"config", required_argument, NULL, 'C'},
 	    {"print-config", no_argument, NULL, 'p'},
+	    {"die-with-parent", no_argument, NULL, 'D'},
 	    {0},
 	};
 	memset(o, 0, sizeof(*o));
@@ -74,6 +78,9 @@ static void parse(int argc, char **argv, struct options *o)
 			break;
 		case 'p':
 			o->print_config = 1;
+			break;
+		case 'D':
+			o->die_with_parent = 1;
 			break;
 		default:
 			usage();
@@ -117,6 +124,13 @@ int main(int argc, char **argv)
 {
 	struct options o;
 	parse(argc, argv, &o);
+	if (o.die_with_parent) {
+		pid_t parent = getppid();
+		/* SIGTERM: the broker's clean exit path. */
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		if (getppid() != parent)
+			return 0;
+	}
 	nc_broker_config_default(&o.broker.config);
 	char err[NC_BROKER_ERR_MAX + 4096];
 	if (o.config != NULL &&

@@ -154,6 +154,7 @@ static int start_core(struct nc_testbed *tb)
 		argv[n++] = "--fds";
 		argv[n++] = tb->core_fds;
 	}
+	argv[n++] = "--die-with-parent";
 	argv[n] = NULL;
 	return spawn_service(tb, argv, &tb->core_pid);
 }
@@ -190,6 +191,7 @@ int nc_testbed_start_broker(struct nc_testbed *tb, const char *config)
 		argv[n++] = "--config";
 		argv[n++] = (char *)config;
 	}
+	argv[n++] = "--die-with-parent";
 	argv[n] = NULL;
 	unlink(tb->broker_socket);
 	int err =
