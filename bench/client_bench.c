@@ -90,11 +90,11 @@
  * (PR_SET_PDEATHSIG; slirp's --exit-fd too). Only a SIGKILL of the bench
  * leaves things behind: the namespaces, and the testbed's core and broker.
  */
+#include "bench/benchkit.h"
 #include "libclient/netcore.h"
 #include "tests/testbed/testbed.h"
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -115,7 +115,6 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -130,7 +129,6 @@ extern char **environ;
 #define CMD_TIMEOUT_MS 10000 /* each `ip` command */
 #define MIB            (1024.0 * 1024.0)
 #define GIB            (1024.0 * MIB)
-#define MAX_SOFTIRQD   64
 #define SETTLE_MS      200 /* the phy's grant must hold this long first */
 #define SINK_MAGIC     0x6e63636c69656e74ull /* "ncclient" */
 
@@ -167,56 +165,16 @@ struct config {
 	bool skip[4];  /* peers not to run, by path index */
 };
 
-static volatile sig_atomic_t stop_signal;
-
 /* ------------------------------------------------------------ utilities */
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static int64_t ms_since(uint64_t start)
-{
-	return (int64_t)((now_ns() - start) / 1000000ull);
-}
-
-static void nap_ms(long ms)
-{
-	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-	nanosleep(&ts, NULL);
-}
 
 /* Says what went wrong (unless we are being stopped, which says enough);
  * returns err (a negative errno) for chaining. */
 static int fail(const char *where, const char *what, int err)
 {
-	if (!stop_signal)
+	if (!bk_stop_signal)
 		fprintf(stderr, "client_bench: %s: %s: %s\n", where, what,
 		        strerror(err < 0 ? -err : err));
 	return err < 0 ? err : -err;
-}
-
-static void on_stop(int sig)
-{
-	stop_signal = sig;
-}
-
-/* No SA_RESTART: a blocked kernel call returns EINTR and the loop around
- * it sees stop_signal. libclient restarts its waits, which its 1 s
- * timeouts bound. */
-static void catch_stop_signals(void)
-{
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_stop;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
 }
 
 /* True if `name` is an executable file in one of $PATH's folders. */
@@ -242,35 +200,13 @@ static bool in_path(const char *name)
 
 /* ---------------------------------------------------- children, commands */
 
-/* Reaps pid within timeout_ms, else SIGKILLs it and reaps it. Returns the
- * wait status, or -1 if it was killed. */
-static int reap_within(pid_t pid, int64_t timeout_ms)
-{
-	uint64_t start = now_ns();
-	int status;
-	for (;;) {
-		pid_t r = waitpid(pid, &status, WNOHANG);
-		if (r == pid)
-			return status;
-		if (r < 0 && errno != EINTR)
-			return -1;
-		if (ms_since(start) > timeout_ms)
-			break;
-		nap_ms(2);
-	}
-	kill(pid, SIGKILL);
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
-	return -1;
-}
-
 /* SIGKILLs a child of ours and reaps it; clears *pid. */
 static void kill_child(pid_t *pid)
 {
 	if (*pid <= 0)
 		return;
 	kill(*pid, SIGKILL);
-	reap_within(*pid, WAIT_MS);
+	bk_reap_within(*pid, WAIT_MS);
 	*pid = 0;
 }
 
@@ -303,8 +239,8 @@ static int run_capture(char *const argv[], char *out, size_t cap, bool quiet)
 	}
 	if (out != NULL) {
 		size_t used = 0;
-		uint64_t start = now_ns();
-		while (used + 1 < cap && ms_since(start) < CMD_TIMEOUT_MS) {
+		uint64_t start = bk_now_ns();
+		while (used + 1 < cap && bk_ms_since(start) < CMD_TIMEOUT_MS) {
 			struct pollfd pf = {.fd = p[0], .events = POLLIN};
 			if (poll(&pf, 1, 100) <= 0)
 				continue;
@@ -316,7 +252,7 @@ static int run_capture(char *const argv[], char *out, size_t cap, bool quiet)
 		out[used] = '\0';
 		close(p[0]);
 	}
-	int status = reap_within(pid, CMD_TIMEOUT_MS);
+	int status = bk_reap_within(pid, CMD_TIMEOUT_MS);
 	if (status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0)
 		return 0;
 	if (!quiet) {
@@ -331,21 +267,6 @@ static int run_capture(char *const argv[], char *out, size_t cap, bool quiet)
 static int run_cmd(char *const argv[])
 {
 	return run_capture(argv, NULL, 0, false);
-}
-
-static int enter_ns_fd(int fd)
-{
-	return setns(fd, CLONE_NEWNET) == 0 ? 0 : -errno;
-}
-
-static int enter_ns_path(const char *path)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	int err = enter_ns_fd(fd);
-	close(fd);
-	return err;
 }
 
 /*
@@ -371,7 +292,7 @@ static pid_t fork_in_ns(const char *ns_path, const int *keep, int n_keep,
 	signal(SIGHUP, SIG_DFL);
 	signal(SIGPIPE, SIG_DFL);
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent ||
-	    enter_ns_path(ns_path) != 0)
+	    bk_enter_ns_path(ns_path) != 0)
 		_exit(120);
 	/* Copies the kept fds above everything first, so that neither the
 	 * log nor one another can be overwritten, then moves them to 3.. */
@@ -405,18 +326,8 @@ static uint8_t *table;
 
 static int table_make(void)
 {
-	table = malloc(PERIOD + CHUNK);
-	if (table == NULL)
-		return -ENOMEM;
-	uint64_t x = 0x9e3779b97f4a7c15ull;
-	for (size_t i = 0; i < PERIOD; i++) {
-		x ^= x << 13;
-		x ^= x >> 7;
-		x ^= x << 17;
-		table[i] = (uint8_t)(x >> 32);
-	}
-	memcpy(table + PERIOD, table, CHUNK);
-	return 0;
+	table = bk_table_make(PERIOD, CHUNK);
+	return table != NULL ? 0 : -ENOMEM;
 }
 
 /* What the sink answers after the last byte: bytes received and checked,
@@ -426,28 +337,6 @@ struct verdict {
 };
 
 /* ------------------------------------------------------------ the server */
-
-static void set_timeouts(int fd, int ms)
-{
-	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-}
-
-static int write_all(int fd, const void *buf, size_t n)
-{
-	const uint8_t *p = buf;
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
 
 static int read_full(int fd, void *buf, size_t n)
 {
@@ -476,7 +365,7 @@ static void serve_echo(int fd)
 		ssize_t n = read(fd, server_buf, sizeof(server_buf));
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n <= 0 || write_all(fd, server_buf, (size_t)n) != 0)
+		if (n <= 0 || bk_write_all(fd, server_buf, (size_t)n) != 0)
 			return;
 	}
 }
@@ -508,7 +397,7 @@ static void serve_sink(int fd)
 		got += (uint64_t)n;
 	}
 	v.got = got;
-	if (got == total && write_all(fd, &v, sizeof(v)) == 0)
+	if (got == total && bk_write_all(fd, &v, sizeof(v)) == 0)
 		while (read(fd, server_buf, sizeof(server_buf)) > 0)
 			;
 }
@@ -557,7 +446,7 @@ static void server_main(void *arg)
 			int c = accept4(pf[i].fd, NULL, NULL, SOCK_CLOEXEC);
 			if (c < 0)
 				continue;
-			set_timeouts(c, i == 0 ? 2 * WAIT_MS : 2 * STALL_MS);
+			bk_set_timeouts(c, i == 0 ? 2 * WAIT_MS : 2 * STALL_MS);
 			if (i == 0)
 				serve_echo(c);
 			else
@@ -572,7 +461,7 @@ static int wait_ready(int fd, const char *who)
 {
 	struct pollfd pf = {.fd = fd, .events = POLLIN};
 	char c = 0;
-	uint64_t start = now_ns();
+	uint64_t start = bk_now_ns();
 	for (;;) {
 		int r = poll(&pf, 1, 100);
 		if (r == 1)
@@ -580,9 +469,9 @@ static int wait_ready(int fd, const char *who)
 			           ? 0
 			           : fail(who, "exited before it was ready",
 			                  ECHILD);
-		if (stop_signal)
+		if (bk_stop_signal)
 			return -EINTR;
-		if (ms_since(start) > WAIT_MS)
+		if (bk_ms_since(start) > WAIT_MS)
 			return fail(who, "not ready within 5 s", ETIMEDOUT);
 	}
 }
@@ -617,96 +506,6 @@ struct cpu {
 	double each[3]; /* stack, process by process */
 };
 
-/* Calls fn(tid) for every thread of process pid; returns how many. */
-static int for_each_task(pid_t pid, void (*fn)(pid_t tid, void *ctx), void *ctx)
-{
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-	DIR *d = opendir(path);
-	if (d == NULL)
-		return 0;
-	int n = 0;
-	struct dirent *e;
-	while ((e = readdir(d)) != NULL) {
-		if (e->d_name[0] < '0' || e->d_name[0] > '9')
-			continue;
-		fn((pid_t)atoi(e->d_name), ctx);
-		n++;
-	}
-	closedir(d);
-	return n;
-}
-
-/* Adds a thread's time on CPU (schedstat: ns, precise) to *ctx. */
-static void add_task_cpu(pid_t tid, void *ctx)
-{
-	char path[64];
-	unsigned long long ns = 0;
-	snprintf(path, sizeof(path), "/proc/%d/schedstat", (int)tid);
-	FILE *f = fopen(path, "re");
-	if (f == NULL)
-		return;
-	if (fscanf(f, "%llu", &ns) == 1)
-		*(double *)ctx += (double)ns / 1e9;
-	fclose(f);
-}
-
-/* A process's time on CPU in seconds, all threads, or 0 if it is gone. */
-static double proc_cpu_s(pid_t pid)
-{
-	double s = 0;
-	for_each_task(pid, add_task_cpu, &s);
-	return s;
-}
-
-/* True while pid runs (a zombie does not count); does not reap it. */
-static bool proc_alive(pid_t pid)
-{
-	char path[64], line[256];
-	if (pid <= 0)
-		return false;
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	FILE *f = fopen(path, "re");
-	if (f == NULL)
-		return false;
-	char *got = fgets(line, sizeof(line), f);
-	fclose(f);
-	char *p = got ? strrchr(line, ')') : NULL;
-	return p != NULL && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
-}
-
-static double self_cpu_s(void)
-{
-	struct rusage ru;
-	getrusage(RUSAGE_SELF, &ru);
-	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
-
-static pid_t softirqd[MAX_SOFTIRQD];
-static int n_softirqd;
-
-/* Finds the ksoftirqd/N kernel threads. */
-static void find_softirqd(void)
-{
-	DIR *d = opendir("/proc");
-	struct dirent *e;
-	while (d != NULL && (e = readdir(d)) != NULL &&
-	       n_softirqd < MAX_SOFTIRQD) {
-		char path[300], comm[64] = "";
-		snprintf(path, sizeof(path), "/proc/%s/comm", e->d_name);
-		FILE *f = fopen(path, "re");
-		if (f == NULL)
-			continue;
-		if (fgets(comm, sizeof(comm), f) != NULL &&
-		    strncmp(comm, "ksoftirqd/", 10) == 0)
-			softirqd[n_softirqd++] = (pid_t)atoi(e->d_name);
-		fclose(f);
-	}
-	if (d != NULL)
-		closedir(d);
-}
-
 static struct cpu cpu_diff(struct cpu a, struct cpu b)
 {
 	struct cpu d = {b.client - a.client, b.server - a.server,
@@ -729,33 +528,6 @@ static void cpu_add(struct cpu *sum, struct cpu d)
 static double cpu_total(struct cpu c)
 {
 	return c.client + c.server + c.stack + c.softirqd;
-}
-
-/*
- * The whole machine, from /proc/stat (10 ms ticks): busy time of all CPUs
- * (user, nice, system, irq, softirq) and time stolen by the hypervisor.
- * Summed over the measured slices, busy time minus ours is what other work
- * on the machine took while we measured.
- */
-struct machine {
-	double busy, steal;
-};
-
-static struct machine machine_now(void)
-{
-	struct machine m = {0, 0};
-	unsigned long long us, ni, sy, id, io, irq, sirq, st;
-	FILE *f = fopen("/proc/stat", "re");
-	if (f == NULL)
-		return m;
-	if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &us, &ni,
-	           &sy, &id, &io, &irq, &sirq, &st) == 8) {
-		double tick = (double)sysconf(_SC_CLK_TCK);
-		m.busy = (double)(us + ni + sy + irq + sirq) / tick;
-		m.steal = (double)st / tick;
-	}
-	fclose(f);
-	return m;
 }
 
 static struct {
@@ -814,14 +586,13 @@ struct bench {
 
 static struct cpu cpu_now(const struct path *pa)
 {
-	struct cpu c = {.client = self_cpu_s(),
-	                .server = proc_cpu_s(pa->server)};
+	struct cpu c = {.client = bk_self_cpu_s(),
+	                .server = bk_proc_cpu_s(pa->server)};
 	for (int i = 0; i < pa->n_stack; i++) {
-		c.each[i] = proc_cpu_s(pa->stack[i]);
+		c.each[i] = bk_proc_cpu_s(pa->stack[i]);
 		c.stack += c.each[i];
 	}
-	for (int i = 0; i < n_softirqd; i++)
-		c.softirqd += proc_cpu_s(softirqd[i]);
+	c.softirqd = bk_softirqd_cpu_s();
 	return c;
 }
 
@@ -834,21 +605,21 @@ struct meter {
 	const struct path *pa;
 	uint64_t t0, t1;
 	struct cpu c0, c1;
-	struct machine m0, m1;
+	struct bk_machine m0, m1;
 };
 
 static void meter_start(struct meter *m)
 {
-	m->m0 = machine_now();
+	m->m0 = bk_machine_now();
 	m->c0 = cpu_now(m->pa);
-	m->t0 = now_ns();
+	m->t0 = bk_now_ns();
 }
 
 static void meter_stop(struct meter *m)
 {
-	m->t1 = now_ns();
+	m->t1 = bk_now_ns();
 	m->c1 = cpu_now(m->pa);
-	m->m1 = machine_now();
+	m->m1 = bk_machine_now();
 }
 
 /* ---------------------------------------------------------- namespaces */
@@ -1091,7 +862,7 @@ static int setup_netcore(struct bench *b)
 		err = fail("netcore client", "open its namespace", errno);
 	if (!err && nc_client_attach(b->tb.broker_socket, &b->client) != 0)
 		err = fail("netcore client", "nc_client_attach", errno);
-	int back = enter_ns_fd(b->home_fd);
+	int back = bk_enter_ns_fd(b->home_fd);
 	return err ?: back;
 }
 
@@ -1183,7 +954,7 @@ static int c_dial(const struct path *pa, uint16_t port, bool nodelay,
 	err = err ?: c_connect(s, &sa);
 	if (err == -EINPROGRESS)
 		err = -ETIMEDOUT; /* SO_SNDTIMEO expired */
-	if (err == -EINTR && !stop_signal)
+	if (err == -EINTR && !bk_stop_signal)
 		err = -EIO;
 	if (err)
 		c_close(s);
@@ -1201,7 +972,7 @@ static int c_send_all(struct csock *s, const uint8_t *buf, size_t n,
 	while (n > 0) {
 		ssize_t w = c_send(s, buf, n);
 		if (w > 0) {
-			uint64_t t = now_ns();
+			uint64_t t = bk_now_ns();
 			if (max_gap != NULL && t - *last > *max_gap)
 				*max_gap = t - *last;
 			buf += w;
@@ -1209,11 +980,11 @@ static int c_send_all(struct csock *s, const uint8_t *buf, size_t n,
 			*last = t;
 			continue;
 		}
-		if (stop_signal)
+		if (bk_stop_signal)
 			return -EINTR;
 		if (w == 0 || (w != -EAGAIN && w != -EINTR))
 			return w == 0 ? -EIO : (int)w;
-		if (ms_since(*last) > bound_ms)
+		if (bk_ms_since(*last) > bound_ms)
 			return -ETIMEDOUT;
 	}
 	return 0;
@@ -1224,22 +995,22 @@ static int c_send_all(struct csock *s, const uint8_t *buf, size_t n,
 static int c_recv_all(struct csock *s, void *out, size_t n, int64_t bound_ms)
 {
 	uint8_t *p = out;
-	uint64_t last = now_ns();
+	uint64_t last = bk_now_ns();
 	while (n > 0) {
 		ssize_t r = c_recv(s, p, n);
 		if (r > 0) {
 			p += r;
 			n -= (size_t)r;
-			last = now_ns();
+			last = bk_now_ns();
 			continue;
 		}
 		if (r == 0)
 			return -EPIPE;
-		if (stop_signal)
+		if (bk_stop_signal)
 			return -EINTR;
 		if (r != -EAGAIN && r != -EINTR)
 			return (int)r;
-		if (ms_since(last) > bound_ms)
+		if (bk_ms_since(last) > bound_ms)
 			return -ETIMEDOUT;
 	}
 	return 0;
@@ -1262,7 +1033,7 @@ static int bulk_once(const struct path *pa, uint16_t port, uint64_t total,
 	if (err)
 		return fail(where, "connect", err);
 	err = c_timeout(&s, SO_SNDTIMEO, IO_TIMEO_MS);
-	uint64_t last = now_ns(), sent = 0;
+	uint64_t last = bk_now_ns(), sent = 0;
 	if (!err)
 		err = c_send_all(&s, (const uint8_t *)&total, sizeof(total),
 		                 STALL_MS, &last, &d->max_gap_ns);
@@ -1275,8 +1046,8 @@ static int bulk_once(const struct path *pa, uint16_t port, uint64_t total,
 	}
 	struct verdict v = {0, 0, 0};
 	err = err ?: c_recv_all(&s, &v, sizeof(v), STALL_MS);
-	if (!err && now_ns() - last > d->max_gap_ns)
-		d->max_gap_ns = now_ns() - last;
+	if (!err && bk_now_ns() - last > d->max_gap_ns)
+		d->max_gap_ns = bk_now_ns() - last;
 	struct tcp_info ti;
 	socklen_t tl = sizeof(ti);
 	if (!s.lib && getsockopt(s.fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0)
@@ -1303,7 +1074,7 @@ static int bulk_once(const struct path *pa, uint16_t port, uint64_t total,
 static int rr_one(struct csock *s, uint64_t i)
 {
 	uint8_t b = (uint8_t)(i * 131 + 7), got = 0;
-	uint64_t last = now_ns();
+	uint64_t last = bk_now_ns();
 	int err = c_send_all(s, &b, 1, WAIT_MS, &last, NULL);
 	err = err ?: c_recv_all(s, &got, 1, WAIT_MS);
 	if (!err && got != b)
@@ -1322,10 +1093,10 @@ static int rr_once(const struct path *pa, uint16_t port, uint64_t warmup,
 	for (uint64_t i = 0; !err && i < warmup + n; i++) {
 		if (i == warmup)
 			meter_start(m);
-		uint64_t t0 = now_ns();
+		uint64_t t0 = bk_now_ns();
 		err = rr_one(&s, i);
 		if (i >= warmup)
-			ns[i - warmup] = now_ns() - t0;
+			ns[i - warmup] = bk_now_ns() - t0;
 	}
 	meter_stop(m);
 	c_close(&s);
@@ -1341,7 +1112,7 @@ static int conn_one(const struct path *pa, uint16_t port, uint64_t i)
 	if (err)
 		return err;
 	uint8_t b = (uint8_t)(i * 29 + 3), got = 0;
-	uint64_t last = now_ns();
+	uint64_t last = bk_now_ns();
 	err = c_send_all(&s, &b, 1, WAIT_MS, &last, NULL);
 	err = err ?: c_recv_all(&s, &got, 1, WAIT_MS);
 	if (!err && got != b)
@@ -1354,103 +1125,34 @@ static int conns_once(const struct path *pa, uint16_t port, uint64_t n,
                       uint64_t *ns, const char *where)
 {
 	for (uint64_t i = 0; i < n; i++) {
-		uint64_t t0 = now_ns();
+		uint64_t t0 = bk_now_ns();
 		int err = conn_one(pa, port, i);
 		if (err)
 			return fail(where, "connection", err);
-		ns[i] = now_ns() - t0;
+		ns[i] = bk_now_ns() - t0;
 	}
 	return 0;
 }
 
 /* ------------------------------------------------------------ placement */
 
-static cpu_set_t all_cpus;
-static int first_cpu = -1;
-
-static int find_cpus(void)
-{
-	if (sched_getaffinity(0, sizeof(all_cpus), &all_cpus) != 0)
-		return -errno;
-	for (int cpu = 0; cpu < CPU_SETSIZE && first_cpu < 0; cpu++)
-		if (CPU_ISSET(cpu, &all_cpus))
-			first_cpu = cpu;
-	return first_cpu >= 0 ? 0 : -ENODEV;
-}
-
-static void pin_task(pid_t tid, void *ctx)
-{
-	sched_setaffinity(tid, sizeof(cpu_set_t), ctx);
-}
-
-/* The client (us), the path's server and its own processes on first_cpu,
+/* The client (us), the path's server and its own processes on bk_first_cpu,
  * or back on all. */
 static int place(int p, bool one_cpu)
 {
-	cpu_set_t set = all_cpus;
-	if (one_cpu) {
-		CPU_ZERO(&set);
-		CPU_SET(first_cpu, &set);
-	}
-	if (sched_setaffinity(0, sizeof(set), &set) != 0)
-		return -errno;
-	if (for_each_task(paths[p].server, pin_task, &set) == 0)
+	cpu_set_t set;
+	int err = bk_pin_self(one_cpu, &set);
+	if (err)
+		return err;
+	if (bk_pin_process(paths[p].server, &set) != 0)
 		return -ESRCH;
 	for (int i = 0; i < paths[p].n_stack; i++)
-		if (for_each_task(paths[p].stack[i], pin_task, &set) == 0)
+		if (bk_pin_process(paths[p].stack[i], &set) != 0)
 			return -ESRCH;
 	return 0;
 }
 
 /* ------------------------------------------------------------ the rows */
-
-struct stats {
-	double median, p99, min, mean;
-};
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-	return (x > y) - (x < y);
-}
-
-/* Sorts ns[0..n) and summarizes it in µs. */
-static struct stats summarize(uint64_t *ns, uint64_t n)
-{
-	struct stats s = {0};
-	if (n == 0)
-		return s;
-	qsort(ns, n, sizeof(*ns), cmp_u64);
-	double sum = 0;
-	for (uint64_t i = 0; i < n; i++)
-		sum += (double)ns[i];
-	uint64_t p99 = n * 99 / 100;
-	s.median = (double)ns[n / 2] / 1e3;
-	s.p99 = (double)ns[p99 < n ? p99 : n - 1] / 1e3;
-	s.min = (double)ns[0] / 1e3;
-	s.mean = sum / (double)n / 1e3;
-	return s;
-}
-
-/* Per-round figure range, for "spread". */
-struct range {
-	double lo, hi;
-	bool any;
-};
-
-static void range_add(struct range *r, double v)
-{
-	if (!r->any || v < r->lo)
-		r->lo = v;
-	if (!r->any || v > r->hi)
-		r->hi = v;
-	r->any = true;
-}
-
-static double spread(const struct range *r, double whole)
-{
-	return whole > 0 && r->any ? (r->hi - r->lo) / 2 / whole : 0;
-}
 
 /* One path's row of one table, summed over rounds. */
 #define MAX_ROUNDS 20
@@ -1460,11 +1162,11 @@ struct row {
 	uint64_t ops;   /* bytes, round trips, or connections */
 	double secs;    /* wall time measured */
 	struct cpu cpu; /* over the measured slices */
-	struct range per_round;
+	struct bk_range per_round;
 	double round_fig[MAX_ROUNDS]; /* each round's figure */
 	unsigned int rounds;
 	uint64_t *ns; /* samples (round trips, connections) */
-	struct stats st;
+	struct bk_stats st;
 	uint64_t max_gap_ns; /* bulk: the longest pause of any transfer */
 	int64_t retrans;     /* bulk: resent segments, all rounds (or -1) */
 };
@@ -1524,9 +1226,9 @@ static int measure(struct bench *b, int kind, int p, uint64_t ops, uint64_t *ns,
 static bool path_alive(int p)
 {
 	const struct path *pa = &paths[p];
-	bool ok = proc_alive(pa->server);
+	bool ok = bk_proc_alive(pa->server);
 	for (int i = 0; i < pa->n_stack; i++)
-		ok = ok && proc_alive(pa->stack[i]);
+		ok = ok && bk_proc_alive(pa->stack[i]);
 	if (!ok) {
 		fprintf(stderr,
 		        "client_bench: %s: a process of the path is gone "
@@ -1547,12 +1249,12 @@ static void run_slice(struct bench *b, struct row *r, int kind, int p,
 		r->ok = false;
 		return;
 	}
-	int err = enter_ns_fd(paths[p].cli_fd);
+	int err = bk_enter_ns_fd(paths[p].cli_fd);
 	err = err ?: place(p, on_one_cpu(kind));
 	if (err) {
 		fail(paths[p].name, "entering the namespace or pinning", err);
 		place(p, false);
-		enter_ns_fd(b->home_fd);
+		bk_enter_ns_fd(b->home_fd);
 		r->ok = false;
 		return;
 	}
@@ -1563,7 +1265,7 @@ static void run_slice(struct bench *b, struct row *r, int kind, int p,
 	if (m.t1 < m.t0)
 		meter_stop(&m); /* failed before it stopped */
 	place(p, false);
-	enter_ns_fd(b->home_fd);
+	bk_enter_ns_fd(b->home_fd);
 	double secs = (double)(m.t1 - m.t0) / 1e9;
 	struct cpu c = cpu_diff(m.c0, m.c1);
 	measured.wall += secs;
@@ -1579,8 +1281,8 @@ static void run_slice(struct bench *b, struct row *r, int kind, int p,
 	r->secs += secs;
 	r->ops += ops;
 	double fig =
-	    is_rr(kind) ? summarize(ns, ops).median : (double)ops / secs;
-	range_add(&r->per_round, fig);
+	    is_rr(kind) ? bk_summarize(ns, ops).median : (double)ops / secs;
+	bk_range_add(&r->per_round, fig);
 	r->round_fig[r->rounds++] = fig;
 	if (d.max_gap_ns > r->max_gap_ns)
 		r->max_gap_ns = d.max_gap_ns;
@@ -1618,7 +1320,7 @@ static bool run_all(struct bench *b, struct row rows[K_COUNT][P_COUNT])
 			progress(kind_name[kind], round, b->cfg.rounds);
 			for (int i = 0; i < P_COUNT; i++) {
 				int p = path_at(round, i);
-				if (stop_signal)
+				if (bk_stop_signal)
 					return false;
 				if (paths[p].present && rows[kind][p].ok)
 					run_slice(b, &rows[kind][p], kind, p,
@@ -1637,35 +1339,6 @@ static bool run_all(struct bench *b, struct row rows[K_COUNT][P_COUNT])
 
 /* --------------------------------------------------------------- output */
 
-static void cpu_model(char *out, size_t len)
-{
-	snprintf(out, len, "unknown");
-	FILE *f = fopen("/proc/cpuinfo", "re");
-	if (f == NULL)
-		return;
-	char line[256];
-	while (fgets(line, sizeof(line), f) != NULL) {
-		char *colon = strchr(line, ':');
-		if (colon == NULL || strncmp(line, "model name", 10) != 0)
-			continue;
-		snprintf(out, len, "%s", colon + 1 + (colon[1] == ' '));
-		out[strcspn(out, "\n")] = '\0';
-		break;
-	}
-	fclose(f);
-}
-
-static void loadavg(char *out, size_t len)
-{
-	snprintf(out, len, "?");
-	FILE *f = fopen("/proc/loadavg", "re");
-	if (f == NULL)
-		return;
-	if (fgets(out, (int)len, f) != NULL)
-		out[strcspn(out, "\n")] = '\0';
-	fclose(f);
-}
-
 /* The peers' package versions (dpkg), for the header. */
 static void tool_versions(struct bench *b)
 {
@@ -1682,22 +1355,10 @@ static void tool_versions(struct bench *b)
 
 static void print_header(int argc, char **argv, const struct config *cfg)
 {
-	char model[160], load[64];
-	cpu_set_t set;
-	struct utsname u;
 	printf("netcore client_bench\ncommand : ");
 	for (int i = 0; i < argc; i++)
 		printf("%s%s", argv[i], i + 1 < argc ? " " : "\n");
-	int usable =
-	    sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : -1;
-	printf("nproc   : %d usable (%ld online)\n", usable,
-	       sysconf(_SC_NPROCESSORS_ONLN));
-	cpu_model(model, sizeof(model));
-	printf("cpu     : %s\n", model);
-	if (uname(&u) == 0)
-		printf("kernel  : %s %s %s\n", u.sysname, u.release, u.machine);
-	loadavg(load, sizeof(load));
-	printf("loadavg : %s (at start; other work shares these CPUs)\n", load);
+	bk_print_machine();
 	const char *opt = "not optimized", *san = "";
 #ifdef __OPTIMIZE__
 	opt = "optimized";
@@ -1762,7 +1423,7 @@ static void print_paths(struct bench *b)
 	printf("placing : bulk: the scheduler; latency rows twice: all of "
 	       "the path on CPU %d (1 CPU),\n"
 	       "          and where the scheduler puts them (any)\n\n",
-	       first_cpu);
+	       bk_first_cpu);
 }
 
 static const char *check(const struct row *r, int p)
@@ -1831,7 +1492,7 @@ static void print_bulk(struct row *rows, const struct config *cfg)
 		printf("  %-12s %7.0f %7.0f %7.0f %5.0f%% %9.1f %7s  %s\n",
 		       paths[p].name, bulk_rate(r), bulk_round_rate(r),
 		       r->per_round.hi / MIB,
-		       100 * spread(&r->per_round, round_median(r)),
+		       100 * bk_spread(&r->per_round, round_median(r)),
 		       (double)r->max_gap_ns / 1e6, resent, check(r, p));
 	}
 	printf("\nBulk CPU s per GiB moved (client / server / path's own "
@@ -1890,7 +1551,7 @@ static void print_rr(struct row rows[K_COUNT][P_COUNT],
 			       "%7.1f  %s\n",
 			       paths[p].name, placement(kind), r->st.median,
 			       r->st.p99, r->st.min, r->st.mean,
-			       100 * spread(&r->per_round, r->st.median),
+			       100 * bk_spread(&r->per_round, r->st.median),
 			       us_per_op(r), check(r, p));
 		}
 }
@@ -1923,8 +1584,9 @@ static void print_conns(struct row rows[K_COUNT][P_COUNT],
 			printf("  %-12s %6s %9.0f %5.0f%% %9.1f %9.1f %7.1f  "
 			       "%s\n",
 			       paths[p].name, placement(kind), rate,
-			       100 * spread(&r->per_round, rate), r->st.median,
-			       r->st.p99, us_per_op(r), check(r, p));
+			       100 * bk_spread(&r->per_round, rate),
+			       r->st.median, r->st.p99, us_per_op(r),
+			       check(r, p));
 		}
 }
 
@@ -2068,16 +1730,6 @@ static int usage(void)
 	return 2;
 }
 
-static bool number(const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-	char *end;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (*s == '\0' || *end != '\0' || v < min || v > max)
-		return false;
-	*out = v;
-	return true;
-}
-
 static int parse_args(int argc, char **argv, struct config *cfg)
 {
 	*cfg = (struct config){.mib = 256,
@@ -2116,15 +1768,15 @@ static int parse_args(int argc, char **argv, struct config *cfg)
 			continue;
 		}
 		if (strcmp(a, "--mib") == 0)
-			ok = number(n, 1, 65536, &cfg->mib);
+			ok = bk_number(n, 1, 65536, &cfg->mib);
 		else if (strcmp(a, "--round-trips") == 0)
-			ok = number(n, 1, 10000000, &cfg->rts);
+			ok = bk_number(n, 1, 10000000, &cfg->rts);
 		else if (strcmp(a, "--conns") == 0)
-			ok = number(n, 1, 10000, &cfg->conns);
+			ok = bk_number(n, 1, 10000, &cfg->conns);
 		else if (strcmp(a, "--rounds") == 0 &&
-		         number(n, 1, MAX_ROUNDS, &v))
+		         bk_number(n, 1, MAX_ROUNDS, &v))
 			cfg->rounds = (unsigned int)v;
-		else if (strcmp(a, "--port") == 0 && number(n, 1, 65534, &v))
+		else if (strcmp(a, "--port") == 0 && bk_number(n, 1, 65534, &v))
 			cfg->port = (uint16_t)v;
 		else
 			ok = false;
@@ -2137,61 +1789,19 @@ static int parse_args(int argc, char **argv, struct config *cfg)
 	return 0;
 }
 
-/*
- * The testbed finds the services relative to the working directory, which
- * `bazel run` sets to the runfiles tree. Run directly, the bench moves there
- * itself: <its own path>.runfiles/netcore.
- */
-static int find_runfiles(void)
-{
-	if (access(PHY_BIN, X_OK) == 0)
-		return 0;
-	char exe[4096];
-	ssize_t n = readlink("/proc/self/exe", exe,
-	                     sizeof(exe) - sizeof(RUNFILES_SUFFIX));
-	if (n <= 0)
-		return -ENOENT;
-	memcpy(exe + n, RUNFILES_SUFFIX, sizeof(RUNFILES_SUFFIX));
-	if (chdir(exe) != 0 || access(PHY_BIN, X_OK) != 0) {
-		fprintf(stderr,
-		        "client_bench: cannot find %s here or under %s; run it "
-		        "with bazel run\n",
-		        PHY_BIN, exe);
-		return -ENOENT;
-	}
-	return 0;
-}
-
-/*
- * nc_testbed_start returns as soon as the phy holds a grant. A phy that
- * asked before the core had bumped core_epoch then sees the bump, takes it
- * for a core restart and asks again, so the link can go down once more
- * right after start. Measure only once the grant has held for SETTLE_MS
- * (bounded by WAIT_MS).
- */
+/* Measures only once the phy's grant has held for SETTLE_MS (bounded by
+ * WAIT_MS); see bk_settle_link. */
 static int settle_link(struct bench *b)
 {
-	struct nc_phy_control *c = nc_phy_control(&b->tb.region, &b->tb.layout);
-	uint64_t start = now_ns(), held = now_ns();
-	while (ms_since(held) < SETTLE_MS) {
-		uint32_t req =
-		    __atomic_load_n(&c->phy_request, __ATOMIC_ACQUIRE);
-		uint32_t got =
-		    __atomic_load_n(&c->phy_granted, __ATOMIC_ACQUIRE);
-		if (req == 0 || got != req)
-			held = now_ns();
-		if (ms_since(start) > WAIT_MS || stop_signal)
-			return fail("testbed", "link did not settle",
-			            ETIMEDOUT);
-		nap_ms(2);
-	}
+	if (bk_settle_link(&b->tb, SETTLE_MS, WAIT_MS) != 0)
+		return fail("testbed", "link did not settle", ETIMEDOUT);
 	return 0;
 }
 
 /* The MTU of a device in the namespace at fd (we go back home after). */
 static int dev_mtu(struct bench *b, int ns_fd, const char *dev)
 {
-	int fd = enter_ns_fd(ns_fd) == 0
+	int fd = bk_enter_ns_fd(ns_fd) == 0
 	             ? socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)
 	             : -1;
 	struct ifreq ifr;
@@ -2201,7 +1811,7 @@ static int dev_mtu(struct bench *b, int ns_fd, const char *dev)
 	    fd >= 0 && ioctl(fd, SIOCGIFMTU, &ifr) == 0 ? ifr.ifr_mtu : -1;
 	if (fd >= 0)
 		close(fd);
-	enter_ns_fd(b->home_fd);
+	bk_enter_ns_fd(b->home_fd);
 	return mtu;
 }
 
@@ -2228,23 +1838,23 @@ static void read_mtus(struct bench *b)
 static int probe(struct bench *b, int p)
 {
 	struct path *pa = &paths[p];
-	int err = enter_ns_fd(pa->cli_fd);
-	uint64_t start = now_ns();
+	int err = bk_enter_ns_fd(pa->cli_fd);
+	uint64_t start = bk_now_ns();
 	char where[64];
 	snprintf(where, sizeof(where), "%s, first transfer", pa->name);
 	while (!err) {
 		err = conn_one(pa, b->cfg.port, 0);
-		if (!err || stop_signal || ms_since(start) > WAIT_MS)
+		if (!err || bk_stop_signal || bk_ms_since(start) > WAIT_MS)
 			break;
 		err = 0;
-		nap_ms(20);
+		bk_nap_ms(20);
 	}
 	struct bulk_diag d;
 	if (err)
 		fail(pa->name, "the path carries no byte", err);
 	else
 		err = bulk_once(pa, b->cfg.port, 1 << 20, where, &d);
-	enter_ns_fd(b->home_fd);
+	bk_enter_ns_fd(b->home_fd);
 	if (err)
 		path_log(p);
 	return err;
@@ -2257,21 +1867,21 @@ static int setup(struct bench *b)
 	b->home_fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
 	if (b->home_fd < 0)
 		return fail("setup", "open our namespace", errno);
-	int err = find_runfiles();
-	err = err ?: find_cpus();
+	int err = bk_find_runfiles("client_bench", PHY_BIN, RUNFILES_SUFFIX);
+	err = err ?: bk_find_cpus();
 	err = err ?: table_make();
 	if (!err && paths[P_KERNEL].present)
 		err = setup_kernel(b);
-	err = err ?: stop_signal ? -EINTR : 0;
+	err = err ?: bk_stop_signal ? -EINTR : 0;
 	if (!err && paths[P_PASTA].present)
 		err = setup_pasta(b);
-	err = err ?: stop_signal ? -EINTR : 0;
+	err = err ?: bk_stop_signal ? -EINTR : 0;
 	if (!err && paths[P_SLIRP].present)
 		err = setup_slirp(b);
-	err = err ?: stop_signal ? -EINTR : 0;
+	err = err ?: bk_stop_signal ? -EINTR : 0;
 	err = err ?: setup_netcore(b);
 	client = b->client;
-	err = err ?: stop_signal ? -EINTR : 0;
+	err = err ?: bk_stop_signal ? -EINTR : 0;
 	err = err ?: settle_link(b);
 	for (int p = 0; !err && p < P_COUNT; p++)
 		if (paths[p].present)
@@ -2279,17 +1889,17 @@ static int setup(struct bench *b)
 	if (err)
 		return err;
 	read_mtus(b);
-	find_softirqd();
+	bk_find_softirqd();
 	b->phy0 = nc_testbed_phy_counters(&b->tb);
 	b->core0 = nc_testbed_core_report(&b->tb);
-	return stop_signal ? -EINTR : 0;
+	return bk_stop_signal ? -EINTR : 0;
 }
 
 /* Every way out goes through here. Safe on a partial set-up. */
 static void teardown(struct bench *b)
 {
 	if (b->home_fd >= 0)
-		enter_ns_fd(b->home_fd);
+		bk_enter_ns_fd(b->home_fd);
 	if (b->client != NULL)
 		nc_client_detach(b->client);
 	b->client = client = NULL;
@@ -2339,7 +1949,7 @@ static void finish_rows(struct row rows[K_COUNT][P_COUNT])
 		for (int p = 0; p < P_COUNT; p++) {
 			struct row *r = &rows[kind][p];
 			if (r->ok)
-				r->st = summarize(r->ns, r->ops);
+				r->st = bk_summarize(r->ns, r->ops);
 		}
 }
 
@@ -2361,7 +1971,7 @@ static void print_results(struct bench *b, struct row rows[K_COUNT][P_COUNT],
 	print_netcore_split(rows);
 	print_counters(b);
 	char load[64];
-	loadavg(load, sizeof(load));
+	bk_loadavg(load, sizeof(load));
 	printf("\nloadavg : %s (at end)\n", load);
 	double w = measured.wall > 0 ? measured.wall : 1;
 	double others = (measured.busy - measured.ours) / w;
@@ -2413,7 +2023,7 @@ int main(int argc, char **argv)
 	b.slirp_exit_fd = -1;
 	if (parse_args(argc, argv, &b.cfg) != 0)
 		return 2;
-	catch_stop_signals();
+	bk_catch_stop_signals();
 	find_tools(&b.cfg);
 	tool_versions(&b);
 	print_header(argc, argv, &b.cfg);
@@ -2424,21 +2034,21 @@ int main(int argc, char **argv)
 		print_paths(&b);
 		fflush(stdout);
 		ok = run_all(&b, rows);
-		for (int p = 0; p < P_COUNT && !stop_signal; p++)
+		for (int p = 0; p < P_COUNT && !bk_stop_signal; p++)
 			if (paths[p].present)
 				ok = path_alive(p) && ok;
-		if (!stop_signal)
+		if (!bk_stop_signal)
 			print_results(&b, rows, ok);
 	}
 	fflush(stdout); /* before the services print their counters */
 	teardown(&b);
 	free_rows(rows);
 	free(table);
-	if (stop_signal) {
+	if (bk_stop_signal) {
 		fprintf(stderr,
 		        "client_bench: stopped by signal %d; cleaned up\n",
-		        (int)stop_signal);
-		return 128 + stop_signal;
+		        (int)bk_stop_signal);
+		return 128 + bk_stop_signal;
 	}
 	if (err)
 		fprintf(stderr, "client_bench: set-up failed; cleaned up\n");

@@ -77,10 +77,10 @@
  * kernel path's two namespaces. Only a SIGKILL of the bench leaves them
  * behind.
  */
+#include "bench/benchkit.h"
 #include "tests/testbed/testbed.h"
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -100,7 +100,6 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -114,7 +113,6 @@ extern char **environ;
 #define CMD_TIMEOUT_MS 10000 /* each `ip` command */
 #define MIB            (1024.0 * 1024.0)
 #define GIB            (1024.0 * MIB)
-#define MAX_SOFTIRQD   64
 #define SETTLE_MS      200 /* the phy's grant must hold this long first */
 
 #define PHY_BIN         "services/phy_driver/phy_driver"
@@ -140,27 +138,7 @@ struct config {
 	uint16_t port;
 };
 
-static volatile sig_atomic_t stop_signal;
-
 /* ------------------------------------------------------------ utilities */
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static int64_t ms_since(uint64_t start)
-{
-	return (int64_t)((now_ns() - start) / 1000000ull);
-}
-
-static void nap_ms(long ms)
-{
-	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-	nanosleep(&ts, NULL);
-}
 
 /* Says what went wrong; returns err (a negative errno) for chaining. */
 static int fail(const char *where, const char *what, int err)
@@ -170,48 +148,7 @@ static int fail(const char *where, const char *what, int err)
 	return err < 0 ? err : -err;
 }
 
-static void on_stop(int sig)
-{
-	stop_signal = sig;
-}
-
-/* No SA_RESTART: a blocked call returns EINTR and the loop around it sees
- * stop_signal. */
-static void catch_stop_signals(void)
-{
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_stop;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
-}
-
 /* ---------------------------------------------------- children, commands */
-
-/* Reaps pid within timeout_ms, else SIGKILLs it and reaps it. Returns the
- * wait status, or -1 if it was killed. */
-static int reap_within(pid_t pid, int64_t timeout_ms)
-{
-	uint64_t start = now_ns();
-	int status;
-	for (;;) {
-		pid_t r = waitpid(pid, &status, WNOHANG);
-		if (r == pid)
-			return status;
-		if (r < 0 && errno != EINTR)
-			return -1;
-		if (ms_since(start) > timeout_ms)
-			break;
-		nap_ms(2);
-	}
-	kill(pid, SIGKILL);
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
-	return -1;
-}
 
 /* Runs a command (stdout discarded, stderr kept), bounded. 0 on exit 0. */
 static int run_cmd(char *const argv[])
@@ -224,7 +161,7 @@ static int run_cmd(char *const argv[])
 	posix_spawn_file_actions_destroy(&fa);
 	if (err)
 		return fail(argv[0], "cannot start", err);
-	int status = reap_within(pid, CMD_TIMEOUT_MS);
+	int status = bk_reap_within(pid, CMD_TIMEOUT_MS);
 	if (status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0)
 		return 0;
 	fprintf(stderr, "echo_bench: command failed:");
@@ -232,17 +169,6 @@ static int run_cmd(char *const argv[])
 		fprintf(stderr, " %s", argv[i]);
 	fprintf(stderr, "\n");
 	return -EIO;
-}
-
-/* Moves the calling thread into the namespace at path. */
-static int enter_ns_path(const char *path)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	int err = setns(fd, CLONE_NEWNET) == 0 ? 0 : -errno;
-	close(fd);
-	return err;
 }
 
 /* ------------------------------------------------------ the kernel path */
@@ -323,31 +249,10 @@ static int knet_create(struct knet *k)
 
 /* ------------------------------------------------- the kernel echo server */
 
-static void set_timeouts(int fd, int ms)
-{
-	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-}
-
 static void set_nodelay(int fd)
 {
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-}
-
-static int write_all(int fd, const uint8_t *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
 }
 
 /* Echoes one connection until the peer closes it or 2 * WAIT_MS pass
@@ -356,12 +261,12 @@ static void kserver_serve(int fd)
 {
 	static uint8_t buf[CHUNK];
 	set_nodelay(fd);
-	set_timeouts(fd, 2 * WAIT_MS);
+	bk_set_timeouts(fd, 2 * WAIT_MS);
 	for (;;) {
 		ssize_t n = read(fd, buf, sizeof(buf));
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n <= 0 || write_all(fd, buf, (size_t)n) != 0)
+		if (n <= 0 || bk_write_all(fd, buf, (size_t)n) != 0)
 			return;
 	}
 }
@@ -390,7 +295,7 @@ static void kserver_main(const char *ns_path, uint16_t port, int ready_fd,
 	signal(SIGTERM, SIG_DFL);
 	signal(SIGHUP, SIG_DFL);
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent ||
-	    enter_ns_path(ns_path) != 0)
+	    bk_enter_ns_path(ns_path) != 0)
 		_exit(3);
 	int lfd = kserver_listen(port);
 	if (lfd < 0 || write(ready_fd, "r", 1) != 1)
@@ -439,7 +344,7 @@ static void kserver_stop(struct knet *k)
 	if (k->server <= 0)
 		return;
 	kill(k->server, SIGKILL);
-	reap_within(k->server, WAIT_MS);
+	bk_reap_within(k->server, WAIT_MS);
 	k->server = 0;
 }
 
@@ -449,101 +354,12 @@ struct cpu {
 	double client, server, softirqd;
 };
 
-/* Calls fn(tid) for every thread of process pid; returns how many. */
-static int for_each_task(pid_t pid, void (*fn)(pid_t tid, void *ctx), void *ctx)
-{
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-	DIR *d = opendir(path);
-	if (d == NULL)
-		return 0;
-	int n = 0;
-	struct dirent *e;
-	while ((e = readdir(d)) != NULL) {
-		if (e->d_name[0] < '0' || e->d_name[0] > '9')
-			continue;
-		fn((pid_t)atoi(e->d_name), ctx);
-		n++;
-	}
-	closedir(d);
-	return n;
-}
-
-/* Adds a thread's time on CPU (schedstat: ns, precise) to *ctx. */
-static void add_task_cpu(pid_t tid, void *ctx)
-{
-	char path[64];
-	unsigned long long ns = 0;
-	snprintf(path, sizeof(path), "/proc/%d/schedstat", (int)tid);
-	FILE *f = fopen(path, "re");
-	if (f == NULL)
-		return;
-	if (fscanf(f, "%llu", &ns) == 1)
-		*(double *)ctx += (double)ns / 1e9;
-	fclose(f);
-}
-
-/* A process's time on CPU in seconds, all threads, or 0 if it is gone. */
-static double proc_cpu_s(pid_t pid)
-{
-	double s = 0;
-	for_each_task(pid, add_task_cpu, &s);
-	return s;
-}
-
-/* True while pid runs (a zombie does not count); does not reap it. */
-static bool proc_alive(pid_t pid)
-{
-	char path[64], line[256];
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	FILE *f = fopen(path, "re");
-	if (f == NULL)
-		return false;
-	char *got = fgets(line, sizeof(line), f);
-	fclose(f);
-	char *p = got ? strrchr(line, ')') : NULL;
-	return p != NULL && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
-}
-
-static double self_cpu_s(void)
-{
-	struct rusage ru;
-	getrusage(RUSAGE_SELF, &ru);
-	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
-
-static pid_t softirqd[MAX_SOFTIRQD];
-static int n_softirqd;
-
-/* Finds the ksoftirqd/N kernel threads. */
-static void find_softirqd(void)
-{
-	DIR *d = opendir("/proc");
-	struct dirent *e;
-	while (d != NULL && (e = readdir(d)) != NULL &&
-	       n_softirqd < MAX_SOFTIRQD) {
-		char path[300], comm[64] = "";
-		snprintf(path, sizeof(path), "/proc/%s/comm", e->d_name);
-		FILE *f = fopen(path, "re");
-		if (f == NULL)
-			continue;
-		if (fgets(comm, sizeof(comm), f) != NULL &&
-		    strncmp(comm, "ksoftirqd/", 10) == 0)
-			softirqd[n_softirqd++] = (pid_t)atoi(e->d_name);
-		fclose(f);
-	}
-	if (d != NULL)
-		closedir(d);
-}
-
 static struct cpu cpu_now(const pid_t *servers, int n)
 {
-	struct cpu c = {.client = self_cpu_s()};
+	struct cpu c = {.client = bk_self_cpu_s()};
 	for (int i = 0; i < n; i++)
-		c.server += proc_cpu_s(servers[i]);
-	for (int i = 0; i < n_softirqd; i++)
-		c.softirqd += proc_cpu_s(softirqd[i]);
+		c.server += bk_proc_cpu_s(servers[i]);
+	c.softirqd = bk_softirqd_cpu_s();
 	return c;
 }
 
@@ -563,33 +379,6 @@ static void cpu_add(struct cpu *sum, struct cpu d)
 static double cpu_total(struct cpu c)
 {
 	return c.client + c.server + c.softirqd;
-}
-
-/*
- * The whole machine, from /proc/stat (10 ms ticks): busy time of all CPUs
- * (user, nice, system, irq, softirq) and time stolen by the hypervisor.
- * Summed over the measured slices, busy time minus ours is what other work
- * on the machine took while we measured.
- */
-struct machine {
-	double busy, steal;
-};
-
-static struct machine machine_now(void)
-{
-	struct machine m = {0, 0};
-	unsigned long long us, ni, sy, id, io, irq, sirq, st;
-	FILE *f = fopen("/proc/stat", "re");
-	if (f == NULL)
-		return m;
-	if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &us, &ni,
-	           &sy, &id, &io, &irq, &sirq, &st) == 8) {
-		double tick = (double)sysconf(_SC_CLK_TCK);
-		m.busy = (double)(us + ni + sy + irq + sirq) / tick;
-		m.steal = (double)st / tick;
-	}
-	fclose(f);
-	return m;
 }
 
 static struct {
@@ -616,7 +405,7 @@ static int connect_to(const char *addr, uint16_t port)
 		err = errno == EINPROGRESS ? 0 : -errno;
 		struct pollfd p = {.fd = fd, .events = POLLOUT};
 		if (!err && poll(&p, 1, WAIT_MS) != 1)
-			err = stop_signal ? -EINTR : -ETIMEDOUT;
+			err = bk_stop_signal ? -EINTR : -ETIMEDOUT;
 		int so = 0;
 		socklen_t sl = sizeof(so);
 		if (!err && getsockopt(fd, SOL_SOCKET, SO_ERROR, &so, &sl) == 0)
@@ -635,18 +424,8 @@ static uint8_t *table;
 
 static int table_make(void)
 {
-	table = malloc(PERIOD + CHUNK);
-	if (table == NULL)
-		return -ENOMEM;
-	uint64_t x = 0x9e3779b97f4a7c15ull;
-	for (size_t i = 0; i < PERIOD; i++) {
-		x ^= x << 13;
-		x ^= x >> 7;
-		x ^= x << 17;
-		table[i] = (uint8_t)(x >> 32);
-	}
-	memcpy(table + PERIOD, table, CHUNK);
-	return 0;
+	table = bk_table_make(PERIOD, CHUNK);
+	return table != NULL ? 0 : -ENOMEM;
 }
 
 struct bulk_state {
@@ -728,17 +507,17 @@ static int bulk_once(const char *addr, uint16_t port, uint64_t total,
 	s.fd = connect_to(addr, port);
 	if (s.fd < 0)
 		return fail(where, "connect", s.fd);
-	uint64_t last = now_ns();
+	uint64_t last = bk_now_ns();
 	int err = 0;
 	while (!err && s.verified < total) {
 		int r = bulk_step(&s);
 		if (r < 0)
 			err = r;
 		else if (r > 0)
-			last = now_ns();
-		else if (stop_signal)
+			last = bk_now_ns();
+		else if (bk_stop_signal)
 			err = -EINTR;
-		else if (ms_since(last) > STALL_MS)
+		else if (bk_ms_since(last) > STALL_MS)
 			err = fail(where, "no byte moved for 10 s", ETIMEDOUT);
 	}
 	close(s.fd);
@@ -756,7 +535,7 @@ static int read_byte(int fd, uint8_t *b)
 			return -EPIPE;
 		if (errno == EAGAIN)
 			return -ETIMEDOUT; /* SO_RCVTIMEO */
-		if (errno != EINTR || stop_signal)
+		if (errno != EINTR || bk_stop_signal)
 			return -errno;
 	}
 }
@@ -767,7 +546,7 @@ static int write_byte(int fd, uint8_t b)
 		ssize_t n = write(fd, &b, 1);
 		if (n == 1)
 			return 0;
-		if (n < 0 && (errno != EINTR || stop_signal))
+		if (n < 0 && (errno != EINTR || bk_stop_signal))
 			return -errno;
 	}
 }
@@ -791,12 +570,12 @@ static int rr_once(const char *addr, uint16_t port, uint64_t warmup, uint64_t n,
 		return fail(where, "connect", fd);
 	int err = fcntl(fd, F_SETFL, 0) == 0 ? 0 : -errno;
 	set_nodelay(fd);
-	set_timeouts(fd, WAIT_MS);
+	bk_set_timeouts(fd, WAIT_MS);
 	for (uint64_t i = 0; !err && i < warmup + n; i++) {
-		uint64_t t0 = now_ns();
+		uint64_t t0 = bk_now_ns();
 		err = rr_one(fd, i);
 		if (i >= warmup)
-			ns[i - warmup] = now_ns() - t0;
+			ns[i - warmup] = bk_now_ns() - t0;
 	}
 	close(fd);
 	return err ? fail(where, "1-byte round trip", err) : 0;
@@ -813,7 +592,7 @@ static int conn_one(const char *addr, uint16_t port, uint64_t i)
 	int err = send(fd, &b, 1, MSG_NOSIGNAL) == 1 ? 0 : -errno;
 	struct pollfd p = {.fd = fd, .events = POLLIN};
 	if (!err && poll(&p, 1, WAIT_MS) != 1)
-		err = stop_signal ? -EINTR : -ETIMEDOUT;
+		err = bk_stop_signal ? -EINTR : -ETIMEDOUT;
 	if (!err && recv(fd, &got, 1, 0) != 1)
 		err = -EPIPE;
 	if (!err && got != b)
@@ -826,11 +605,11 @@ static int conns_once(const char *addr, uint16_t port, uint64_t n, uint64_t *ns,
                       const char *where)
 {
 	for (uint64_t i = 0; i < n; i++) {
-		uint64_t t0 = now_ns();
+		uint64_t t0 = bk_now_ns();
 		int err = conn_one(addr, port, i);
 		if (err)
 			return fail(where, "connection", err);
-		ns[i] = now_ns() - t0;
+		ns[i] = bk_now_ns() - t0;
 	}
 	return 0;
 }
@@ -867,7 +646,7 @@ static int enter_path(struct bench *b, int p)
 {
 	if (p == P_NETCORE)
 		return nc_testbed_enter(&b->tb);
-	return enter_ns_path(b->k.cli_path);
+	return bk_enter_ns_path(b->k.cli_path);
 }
 
 /* The MTU of the path's client-side interface, read in its namespace. */
@@ -886,90 +665,20 @@ static int path_mtu(struct bench *b, int p)
 	return mtu;
 }
 
-/* Placement (see the top of the file). */
-static cpu_set_t all_cpus;
-static int first_cpu = -1;
-
-static int find_cpus(void)
-{
-	if (sched_getaffinity(0, sizeof(all_cpus), &all_cpus) != 0)
-		return -errno;
-	for (int cpu = 0; cpu < CPU_SETSIZE && first_cpu < 0; cpu++)
-		if (CPU_ISSET(cpu, &all_cpus))
-			first_cpu = cpu;
-	return first_cpu >= 0 ? 0 : -ENODEV;
-}
-
-static void pin_task(pid_t tid, void *ctx)
-{
-	sched_setaffinity(tid, sizeof(cpu_set_t), ctx);
-}
-
-/* The client (us) and path p's servers on first_cpu, or back on all. */
+/* The client (us) and path p's servers on bk_first_cpu, or back on all. */
 static int place(int p, bool one_cpu)
 {
-	cpu_set_t set = all_cpus;
-	if (one_cpu) {
-		CPU_ZERO(&set);
-		CPU_SET(first_cpu, &set);
-	}
-	if (sched_setaffinity(0, sizeof(set), &set) != 0)
-		return -errno;
+	cpu_set_t set;
+	int err = bk_pin_self(one_cpu, &set);
+	if (err)
+		return err;
 	for (int i = 0; i < paths[p].n_servers; i++)
-		if (for_each_task(paths[p].servers[i], pin_task, &set) == 0)
+		if (bk_pin_process(paths[p].servers[i], &set) != 0)
 			return -ESRCH;
 	return 0;
 }
 
 /* ------------------------------------------------------------ the rows */
-
-struct stats {
-	double median, p99, min, mean;
-};
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-	return (x > y) - (x < y);
-}
-
-/* Sorts ns[0..n) and summarizes it in µs. */
-static struct stats summarize(uint64_t *ns, uint64_t n)
-{
-	struct stats s = {0};
-	if (n == 0)
-		return s;
-	qsort(ns, n, sizeof(*ns), cmp_u64);
-	double sum = 0;
-	for (uint64_t i = 0; i < n; i++)
-		sum += (double)ns[i];
-	uint64_t p99 = n * 99 / 100;
-	s.median = (double)ns[n / 2] / 1e3;
-	s.p99 = (double)ns[p99 < n ? p99 : n - 1] / 1e3;
-	s.min = (double)ns[0] / 1e3;
-	s.mean = sum / (double)n / 1e3;
-	return s;
-}
-
-/* Per-round figure range, for "spread". */
-struct range {
-	double lo, hi;
-	bool any;
-};
-
-static void range_add(struct range *r, double v)
-{
-	if (!r->any || v < r->lo)
-		r->lo = v;
-	if (!r->any || v > r->hi)
-		r->hi = v;
-	r->any = true;
-}
-
-static double spread(const struct range *r, double whole)
-{
-	return whole > 0 && r->any ? (r->hi - r->lo) / 2 / whole : 0;
-}
 
 /* One path's row of one table, summed over rounds. */
 struct row {
@@ -977,9 +686,9 @@ struct row {
 	uint64_t ops;   /* bytes each way, round trips, or connections */
 	double secs;    /* wall time measured */
 	struct cpu cpu; /* over the measured slices */
-	struct range per_round;
+	struct bk_range per_round;
 	uint64_t *ns; /* samples (round trips, connections) */
-	struct stats st;
+	struct bk_stats st;
 };
 
 /* What is measured; the latency kinds both pinned to one CPU and not. */
@@ -1035,7 +744,7 @@ static void run_slice(struct bench *b, struct row *r, int kind, int p,
 	uint64_t ops = slice_ops(&b->cfg, kind, round);
 	uint64_t *ns = r->ns ? r->ns + r->ops : NULL;
 	for (int i = 0; i < paths[p].n_servers; i++) {
-		if (!proc_alive(paths[p].servers[i])) {
+		if (!bk_proc_alive(paths[p].servers[i])) {
 			fprintf(stderr,
 			        "echo_bench: %s: server process %d is "
 			        "gone\n",
@@ -1052,13 +761,13 @@ static void run_slice(struct bench *b, struct row *r, int kind, int p,
 		r->ok = false;
 		return;
 	}
-	struct machine m0 = machine_now();
+	struct bk_machine m0 = bk_machine_now();
 	struct cpu c0 = cpu_now(paths[p].servers, paths[p].n_servers);
-	uint64_t t0 = now_ns();
+	uint64_t t0 = bk_now_ns();
 	err = measure(b, kind, p, ops, ns);
-	double secs = (double)(now_ns() - t0) / 1e9;
+	double secs = (double)(bk_now_ns() - t0) / 1e9;
 	struct cpu c1 = cpu_now(paths[p].servers, paths[p].n_servers);
-	struct machine m1 = machine_now();
+	struct bk_machine m1 = bk_machine_now();
 	place(p, false);
 	measured.wall += secs;
 	measured.ours += cpu_total(cpu_diff(c0, c1));
@@ -1072,9 +781,9 @@ static void run_slice(struct bench *b, struct row *r, int kind, int p,
 	r->secs += secs;
 	r->ops += ops;
 	if (is_rr(kind))
-		range_add(&r->per_round, summarize(ns, ops).median);
+		bk_range_add(&r->per_round, bk_summarize(ns, ops).median);
 	else
-		range_add(&r->per_round, (double)ops / secs);
+		bk_range_add(&r->per_round, (double)ops / secs);
 }
 
 /* Netcore first in even rounds, last in odd ones. */
@@ -1097,7 +806,7 @@ static bool run_all(struct bench *b, struct row rows[K_COUNT][P_COUNT])
 			progress(kind_name[kind], round, b->cfg.rounds);
 			for (int i = 0; i < P_COUNT; i++) {
 				int p = path_at(round, i);
-				if (stop_signal)
+				if (bk_stop_signal)
 					return false;
 				if (rows[kind][p].ok)
 					run_slice(b, &rows[kind][p], kind, p,
@@ -1116,53 +825,12 @@ static bool run_all(struct bench *b, struct row rows[K_COUNT][P_COUNT])
 
 /* --------------------------------------------------------------- output */
 
-static void cpu_model(char *out, size_t len)
-{
-	snprintf(out, len, "unknown");
-	FILE *f = fopen("/proc/cpuinfo", "re");
-	if (f == NULL)
-		return;
-	char line[256];
-	while (fgets(line, sizeof(line), f) != NULL) {
-		char *colon = strchr(line, ':');
-		if (colon == NULL || strncmp(line, "model name", 10) != 0)
-			continue;
-		snprintf(out, len, "%s", colon + 1 + (colon[1] == ' '));
-		out[strcspn(out, "\n")] = '\0';
-		break;
-	}
-	fclose(f);
-}
-
-static void loadavg(char *out, size_t len)
-{
-	snprintf(out, len, "?");
-	FILE *f = fopen("/proc/loadavg", "re");
-	if (f == NULL)
-		return;
-	if (fgets(out, (int)len, f) != NULL)
-		out[strcspn(out, "\n")] = '\0';
-	fclose(f);
-}
-
 static void print_header(int argc, char **argv, const struct config *cfg)
 {
-	char model[160], load[64];
-	cpu_set_t set;
-	struct utsname u;
 	printf("netcore echo_bench\ncommand : ");
 	for (int i = 0; i < argc; i++)
 		printf("%s%s", argv[i], i + 1 < argc ? " " : "\n");
-	int usable =
-	    sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : -1;
-	printf("nproc   : %d usable (%ld online)\n", usable,
-	       sysconf(_SC_NPROCESSORS_ONLN));
-	cpu_model(model, sizeof(model));
-	printf("cpu     : %s\n", model);
-	if (uname(&u) == 0)
-		printf("kernel  : %s %s %s\n", u.sysname, u.release, u.machine);
-	loadavg(load, sizeof(load));
-	printf("loadavg : %s (at start; other work shares these CPUs)\n", load);
+	bk_print_machine();
 	const char *opt = "not optimized", *san = "";
 #ifdef __OPTIMIZE__
 	opt = "optimized";
@@ -1198,7 +866,7 @@ static void print_paths(struct bench *b)
 	printf("placing : bulk: the scheduler; latency rows twice: all of "
 	       "the path on CPU %d (1 CPU),\n"
 	       "          and where the scheduler puts them (any)\n\n",
-	       first_cpu);
+	       bk_first_cpu);
 }
 
 static const char *check(const struct row *r)
@@ -1239,7 +907,7 @@ static void print_bulk(struct row *rows, const struct config *cfg)
 		double rate = bulk_rate(r);
 		printf("  %-20s %7.0f %5.0f%% %8.2f %8.2f %8.2f %8.2f %6.2f  "
 		       "%s\n",
-		       label, rate, 100 * spread(&r->per_round, rate * MIB),
+		       label, rate, 100 * bk_spread(&r->per_round, rate * MIB),
 		       per_gib(r, r->cpu.client), per_gib(r, r->cpu.server),
 		       per_gib(r, r->cpu.softirqd),
 		       per_gib(r, cpu_total(r->cpu)),
@@ -1277,7 +945,7 @@ static void print_rr(struct row rows[K_COUNT][P_COUNT],
 			       "%7.1f  %s\n",
 			       label, placement(kind), r->st.median, r->st.p99,
 			       r->st.min, r->st.mean,
-			       100 * spread(&r->per_round, r->st.median),
+			       100 * bk_spread(&r->per_round, r->st.median),
 			       us_per_op(r), check(r));
 		}
 }
@@ -1305,8 +973,8 @@ static void print_conns(struct row rows[K_COUNT][P_COUNT],
 			printf("  %-20s %6s %9.0f %5.0f%% %9.1f %9.1f %7.1f  "
 			       "%s\n",
 			       label, placement(kind), rate,
-			       100 * spread(&r->per_round, rate), r->st.median,
-			       r->st.p99, us_per_op(r), check(r));
+			       100 * bk_spread(&r->per_round, rate),
+			       r->st.median, r->st.p99, us_per_op(r), check(r));
 		}
 }
 
@@ -1410,16 +1078,6 @@ static int usage(void)
 	return 2;
 }
 
-static bool number(const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-	char *end;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (*s == '\0' || *end != '\0' || v < min || v > max)
-		return false;
-	*out = v;
-	return true;
-}
-
 static int parse_args(int argc, char **argv, struct config *cfg)
 {
 	*cfg = (struct config){.mib = 256,
@@ -1442,14 +1100,14 @@ static int parse_args(int argc, char **argv, struct config *cfg)
 			continue;
 		}
 		if (strcmp(a, "--mib") == 0)
-			ok = number(n, 1, 65536, &cfg->mib);
+			ok = bk_number(n, 1, 65536, &cfg->mib);
 		else if (strcmp(a, "--round-trips") == 0)
-			ok = number(n, 1, 10000000, &cfg->rts);
+			ok = bk_number(n, 1, 10000000, &cfg->rts);
 		else if (strcmp(a, "--conns") == 0)
-			ok = number(n, 1, 10000, &cfg->conns);
-		else if (strcmp(a, "--rounds") == 0 && number(n, 1, 20, &v))
+			ok = bk_number(n, 1, 10000, &cfg->conns);
+		else if (strcmp(a, "--rounds") == 0 && bk_number(n, 1, 20, &v))
 			cfg->rounds = (unsigned int)v;
-		else if (strcmp(a, "--port") == 0 && number(n, 1, 65535, &v))
+		else if (strcmp(a, "--port") == 0 && bk_number(n, 1, 65535, &v))
 			cfg->port = (uint16_t)v;
 		else
 			ok = false;
@@ -1462,54 +1120,12 @@ static int parse_args(int argc, char **argv, struct config *cfg)
 	return 0;
 }
 
-/*
- * The testbed finds the services relative to the working directory, which
- * `bazel run` sets to the runfiles tree. Run directly, the bench moves there
- * itself: <its own path>.runfiles/netcore.
- */
-static int find_runfiles(void)
-{
-	if (access(PHY_BIN, X_OK) == 0)
-		return 0;
-	char exe[4096];
-	ssize_t n = readlink("/proc/self/exe", exe,
-	                     sizeof(exe) - sizeof(RUNFILES_SUFFIX));
-	if (n <= 0)
-		return -ENOENT;
-	memcpy(exe + n, RUNFILES_SUFFIX, sizeof(RUNFILES_SUFFIX));
-	if (chdir(exe) != 0 || access(PHY_BIN, X_OK) != 0) {
-		fprintf(stderr,
-		        "echo_bench: cannot find %s here or under %s; run it "
-		        "with bazel run\n",
-		        PHY_BIN, exe);
-		return -ENOENT;
-	}
-	return 0;
-}
-
-/*
- * nc_testbed_start returns as soon as the phy holds a grant. A phy that
- * asked before the core had bumped core_epoch then sees the bump, takes it
- * for a core restart and asks again, so the link can go down once more
- * right after start. Measure only once the grant has held for
- * SETTLE_MS (bounded by WAIT_MS).
- */
+/* Measures only once the phy's grant has held for SETTLE_MS (bounded by
+ * WAIT_MS); see bk_settle_link. */
 static int settle_link(struct bench *b)
 {
-	struct nc_phy_control *c = nc_phy_control(&b->tb.region, &b->tb.layout);
-	uint64_t start = now_ns(), held = now_ns();
-	while (ms_since(held) < SETTLE_MS) {
-		uint32_t req =
-		    __atomic_load_n(&c->phy_request, __ATOMIC_ACQUIRE);
-		uint32_t got =
-		    __atomic_load_n(&c->phy_granted, __ATOMIC_ACQUIRE);
-		if (req == 0 || got != req)
-			held = now_ns();
-		if (ms_since(start) > WAIT_MS || stop_signal)
-			return fail("testbed", "link did not settle",
-			            ETIMEDOUT);
-		nap_ms(2);
-	}
+	if (bk_settle_link(&b->tb, SETTLE_MS, WAIT_MS) != 0)
+		return fail("testbed", "link did not settle", ETIMEDOUT);
 	b->phy0 = nc_testbed_phy_counters(&b->tb);
 	b->core0 = nc_testbed_core_report(&b->tb);
 	return 0;
@@ -1519,13 +1135,13 @@ static int settle_link(struct bench *b)
  * without the testbed's descriptors. */
 static int setup(struct bench *b)
 {
-	int err = find_runfiles();
-	err = err ?: find_cpus();
+	int err = bk_find_runfiles("echo_bench", PHY_BIN, RUNFILES_SUFFIX);
+	err = err ?: bk_find_cpus();
 	err = err ?: table_make();
 	err = err ?: knet_create(&b->k);
-	err = err ?: stop_signal ? -EINTR : 0;
+	err = err ?: bk_stop_signal ? -EINTR : 0;
 	err = err ?: kserver_start(&b->k, b->cfg.port);
-	err = err ?: stop_signal ? -EINTR : 0;
+	err = err ?: bk_stop_signal ? -EINTR : 0;
 	if (err)
 		return err;
 	err = nc_testbed_start(&b->tb, "echobench", b->cfg.port);
@@ -1541,8 +1157,8 @@ static int setup(struct bench *b)
 	}
 	for (int p = 0; p < P_COUNT; p++)
 		paths[p].mtu = path_mtu(b, p);
-	find_softirqd();
-	return stop_signal ? -EINTR : settle_link(b);
+	bk_find_softirqd();
+	return bk_stop_signal ? -EINTR : settle_link(b);
 }
 
 /* Every way out goes through here. Safe on a partial set-up. */
@@ -1578,7 +1194,7 @@ static void finish_rows(struct row rows[K_COUNT][P_COUNT])
 		for (int p = 0; p < P_COUNT; p++) {
 			struct row *r = &rows[kind][p];
 			if (r->ok)
-				r->st = summarize(r->ns, r->ops);
+				r->st = bk_summarize(r->ns, r->ops);
 		}
 }
 
@@ -1599,7 +1215,7 @@ static void print_results(struct bench *b, struct row rows[K_COUNT][P_COUNT],
 	print_ratios(rows);
 	print_counters(b);
 	char load[64];
-	loadavg(load, sizeof(load));
+	bk_loadavg(load, sizeof(load));
 	printf("\nloadavg : %s (at end)\n", load);
 	double w = measured.wall > 0 ? measured.wall : 1;
 	double others = (measured.busy - measured.ours) / w;
@@ -1620,7 +1236,7 @@ int main(int argc, char **argv)
 	static struct row rows[K_COUNT][P_COUNT];
 	if (parse_args(argc, argv, &b.cfg) != 0)
 		return 2;
-	catch_stop_signals();
+	bk_catch_stop_signals();
 	print_header(argc, argv, &b.cfg);
 	int err = alloc_rows(rows, &b.cfg) ? setup(&b) : -ENOMEM;
 	bool ok = false;
@@ -1629,23 +1245,23 @@ int main(int argc, char **argv)
 		fflush(stdout);
 		ok = run_all(&b, rows);
 		bool alive =
-		    proc_alive(b.tb.core_pid) && proc_alive(b.tb.phy_pid);
+		    bk_proc_alive(b.tb.core_pid) && bk_proc_alive(b.tb.phy_pid);
 		if (!alive)
 			fprintf(stderr, "echo_bench: the core or the phy "
 			                "driver died during the run\n");
 		ok = ok && alive;
-		if (!stop_signal)
+		if (!bk_stop_signal)
 			print_results(&b, rows, ok);
 	}
 	fflush(stdout); /* before the services print their counters */
 	teardown(&b);
 	free_rows(rows);
 	free(table);
-	if (stop_signal) {
+	if (bk_stop_signal) {
 		fprintf(stderr,
 		        "echo_bench: stopped by signal %d; cleaned up\n",
-		        (int)stop_signal);
-		return 128 + stop_signal;
+		        (int)bk_stop_signal);
+		return 128 + bk_stop_signal;
 	}
 	if (err)
 		fprintf(stderr, "echo_bench: set-up failed; cleaned up\n");
