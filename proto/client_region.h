@@ -30,6 +30,19 @@
  * 0; if it was set, it rings the client doorbell once. The same holds the
  * other way with core_wants_wakeup and the core doorbell.
  *
+ * Core restart (epochs in nc_client_control). A core that adopts a live
+ * region (the broker re-adds every client to a restarted core) must not
+ * format rings the client may be using. It stores core_epoch + 1 in
+ * core_epoch (release) and rings the client. The client, at its next
+ * entry, forgets everything the old core lent it (buffers, ring indices,
+ * channels), stores the new epoch in client_epoch (release; pairs with the
+ * core's acquire) and waits. Only then does the core format the rings,
+ * lend fresh buffers and store the epoch in ready_epoch (release; pairs
+ * with the client's acquire); the client attaches its rings anew. Its
+ * connected streams are reset (ECONNRESET); listeners and datagram
+ * sockets are re-created by the client on new channels. A first attach
+ * starts with all three epochs at 1.
+ *
  * Trust. The client is hostile: the core keeps the parameters, layout,
  * pool and ring handles privately, copies each descriptor once and checks
  * it (buffer start, length, aux) before use. Anything wrong disconnects the
@@ -81,9 +94,12 @@ int nc_client_region_params(const struct nc_region *r,
 
 struct nc_client_control {
 	uint32_t client_wants_wakeup; /* set: client; swapped to 0: core */
-	uint32_t pad0[15];
+	uint32_t core_epoch;  /* core: bumped when a new core adopts us */
+	uint32_t ready_epoch; /* core: rings fresh for this epoch */
+	uint32_t pad0[13];
 	uint32_t core_wants_wakeup; /* set: core; swapped to 0: client */
-	uint32_t pad1[15];
+	uint32_t client_epoch; /* client: let go of the rings before this */
+	uint32_t pad1[14];
 };
 
 /* Socket events, as the core publishes them in nc_sock_state.events. */

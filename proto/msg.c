@@ -43,6 +43,10 @@ const char *nc_msg_type_name(uint32_t type)
 	    [NC_MSG_GETPEERNAME] = "getpeername",
 	    [NC_MSG_CLIENT_ADD] = "client-add",
 	    [NC_MSG_CLIENT_REMOVE] = "client-remove",
+	    [NC_MSG_REATTACH] = "reattach",
+	    [NC_MSG_CORE_HELLO] = "core-hello",
+	    [NC_MSG_CLIENT_LIST] = "client-list",
+	    [NC_MSG_SOCK_LIST] = "sock-list",
 	};
 	if (type == 0 || type >= NC_MSG_TYPE_END)
 		return "unknown";

@@ -27,7 +27,7 @@
 #include <stdint.h>
 
 #define NC_MSG_MAGIC   0x4e434d53u /* "NCMS" */
-#define NC_MSG_VERSION 1u
+#define NC_MSG_VERSION 2u
 
 enum nc_msg_type {
 	NC_MSG_ATTACH = 1,    /* client -> broker: hello; reply + fds */
@@ -44,6 +44,10 @@ enum nc_msg_type {
 	NC_MSG_GETPEERNAME,   /* sock -> addr */
 	NC_MSG_CLIENT_ADD,    /* broker -> core: client's fds were sent */
 	NC_MSG_CLIENT_REMOVE, /* broker -> core: client gone, close all */
+	NC_MSG_REATTACH,      /* client -> broker: id, token; + its 3 fds */
+	NC_MSG_CORE_HELLO,    /* broker -> core: -> core boot id (client) */
+	NC_MSG_CLIENT_LIST,   /* broker -> core: first client id > client */
+	NC_MSG_SOCK_LIST,     /* broker -> core: first socket >= sock */
 	NC_MSG_TYPE_END
 };
 
@@ -78,6 +82,14 @@ struct nc_msg_req {
 	uint32_t optlen;
 	uint8_t opt[NC_MSG_OPT_MAX];
 	struct nc_msg_addr addr;
+	/* Broker -> core: the client's own request id, so that a request the
+	 * client resends after a broker restart is answered, not done twice. */
+	uint32_t origin_id;
+	/* CLIENT_ADD: who the client is (SO_PEERCRED at attach) and its
+	 * reattach token; arg = 1 there means "adopt a live region" (a core
+	 * restart). REATTACH: client and token. */
+	uint32_t pid, uid, gid;
+	uint64_t token;
 };
 
 struct nc_msg_rep {
@@ -88,9 +100,17 @@ struct nc_msg_rep {
 	uint32_t optlen;
 	uint8_t opt[NC_MSG_OPT_MAX];
 	struct nc_msg_addr addr;
-	/* ATTACH only: the region's parameters and the client's id. */
+	/* ATTACH: the region's parameters and the client's id (CLIENT_LIST:
+	 * the client found, 0 for none; CORE_HELLO: the core's boot id). */
 	uint32_t client;
 	uint32_t max_sockets, ring_slots, buf_count, buf_size;
+	/* ATTACH, CLIENT_LIST: the reattach token; CLIENT_LIST: pid, uid, gid.
+	 * SOCK_LIST: peer = the peer address; sock/sock_gen/addr the socket;
+	 * opt[0..3] = domain, type, broker state, shut bits; arg = backlog. */
+	uint64_t token;
+	uint32_t pid, uid, gid;
+	int32_t arg;
+	struct nc_msg_addr peer;
 };
 
 /* Fills a header. */

@@ -414,7 +414,7 @@ static void malformed_messages_are_answered_eproto(void **state)
 	assert_int_equal(r.result, -EPROTO);
 
 	nc_msg_init(&q.hdr, NC_MSG_SOCKET, 4245, sizeof(q));
-	q.hdr.version = 2;
+	q.hdr.version = NC_MSG_VERSION + 1;
 	th_rpc_raw(&q, sizeof(q), &r);
 	assert_int_equal(r.result, -EPROTO);
 	assert_int_equal(th_counters().ctl_refused, before.ctl_refused + 4);

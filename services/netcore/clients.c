@@ -39,7 +39,14 @@
  * re-checks every ring and socket it could make progress on.
  *
  * Restart. Nothing survives the core. A restarted core knows no clients
- * until the broker adds them again.
+ * until the broker adds them again, this time as ADOPTING: the client may
+ * still be using the rings the dead core formatted, so they stay untouched
+ * until the client lets go of them. The core announces a new core_epoch
+ * and rings the client; once the client's client_epoch shows that epoch,
+ * the core formats the rings, lends fresh TX buffers and publishes
+ * ready_epoch (proto/client_region.h). An ADOPTING client has no sockets
+ * and is served nothing else; a client that never lets go only keeps its
+ * own slot until the broker removes it.
  *
  * What it does not do: sockets (sock.c), control messages (ctl.c), or
  * quotas (the broker sized the region; the core serves what it was given).
@@ -197,14 +204,17 @@ static int ring(struct nc_region *r, struct nc_ring *ring, uint64_t offset,
 	           ?: nc_ring_attach(ring, r, offset, slots, role);
 }
 
-static int format_rings(struct nci_client *cl)
+static int format_rings(struct nci_client *cl, uint32_t epoch)
 {
 	struct nc_region *r = &cl->region;
 	const struct nc_client_layout *l = &cl->layout;
 	uint32_t slots = cl->params.ring_slots;
-	/* The client cannot see the region yet, so the shared words start
-	 * clean whatever the broker left in them. */
+	/* The client does not touch the region now (it has not seen it yet,
+	 * or it let go for this epoch), so the shared words start clean
+	 * whatever the broker or the old core left in them. */
 	memset(cl->control, 0, sizeof(*cl->control));
+	cl->control->core_epoch = epoch;
+	cl->control->client_epoch = epoch;
 	memset(cl->states, 0,
 	       (size_t)cl->params.max_sockets * sizeof(*cl->states));
 	int err =
@@ -269,9 +279,23 @@ static int table_grow(struct nci_clients *t)
 	return 0;
 }
 
-int nci_clients_add(struct nci_clients *t, struct nci_client *cl)
+static void wake_client(struct nci_client *cl);
+
+/* Rings formatted for `epoch`, the first TX buffers lent, then the epoch
+ * published as ready. */
+static void make_ready(struct nci_client *cl, uint32_t epoch)
 {
-	int err = table_grow(t) ?: format_rings(cl);
+	lend_first_tx(cl);
+	/* Rings and lent buffers before the epoch. Pairs with the client's
+	 * acquire load of ready_epoch before it attaches its rings. */
+	ck_pr_fence_store();
+	ck_pr_store_uint(&cl->control->ready_epoch, epoch);
+	cl->changed = true;
+}
+
+static int table_insert(struct nci_clients *t, struct nci_client *cl)
+{
+	int err = table_grow(t);
 	if (!err) {
 		cl->bell_src.kind = NCI_SRC_BELL;
 		cl->bell_src.fd = cl->core_bell.fd;
@@ -283,10 +307,61 @@ int nci_clients_add(struct nci_clients *t, struct nci_client *cl)
 	}
 	cl->table = t;
 	t->v[t->n++] = cl;
-	lend_first_tx(cl);
 	t->stats->clients++;
 	t->stats->clients_added++;
 	return 0;
+}
+
+int nci_clients_add(struct nci_clients *t, struct nci_client *cl)
+{
+	int err = format_rings(cl, 1);
+	if (err) {
+		nci_client_free(cl);
+		return err;
+	}
+	err = table_insert(t, cl);
+	if (!err)
+		make_ready(cl, 1);
+	return err;
+}
+
+int nci_clients_adopt(struct nci_clients *t, struct nci_client *cl)
+{
+	/* The old epoch is the client's to scribble: any value will do, as
+	 * long as ours differs from it and is never 0. */
+	uint32_t epoch = ck_pr_load_uint(&cl->control->core_epoch) + 1;
+	if (epoch == 0)
+		epoch = 1;
+	int err = table_insert(t, cl);
+	if (err)
+		return err;
+	cl->adopt_epoch = epoch;
+	ck_pr_store_uint(&cl->control->core_epoch, epoch);
+	cl->changed = true;
+	/* Rings the client even if it did not ask: it must learn of us. */
+	ck_pr_store_uint(&cl->control->client_wants_wakeup, 1);
+	wake_client(cl);
+	t->stats->clients_adopted++;
+	return 0;
+}
+
+/* ADOPTING: formats and goes ACTIVE once the client let go of the old
+ * rings. True if it did. */
+static bool adopt_progress(struct nci_client *cl)
+{
+	uint32_t epoch = cl->adopt_epoch;
+	/* Pairs with the client's release store of client_epoch, made after
+	 * its last access to the old rings. */
+	if (ck_pr_load_uint(&cl->control->client_epoch) != epoch)
+		return false;
+	ck_pr_fence_load();
+	if (format_rings(cl, epoch) != 0) {
+		nci_client_fail(cl, "ring format on adoption");
+		return false;
+	}
+	cl->adopt_epoch = 0;
+	make_ready(cl, epoch);
+	return true;
 }
 
 /* --------------------------------------------------------------- table */
@@ -317,6 +392,17 @@ struct nci_client *nci_clients_find(struct nci_clients *t, uint32_t id)
 		if (t->v[i]->id == id)
 			return t->v[i];
 	return NULL;
+}
+
+struct nci_client *nci_clients_next(struct nci_clients *t, uint32_t after)
+{
+	struct nci_client *best = NULL;
+	for (uint32_t i = 0; i < t->n; i++) {
+		struct nci_client *cl = t->v[i];
+		if (cl->id > after && (best == NULL || cl->id < best->id))
+			best = cl;
+	}
+	return best;
 }
 
 /* Tells a client that is being dropped that its sockets are dead: the
@@ -419,6 +505,11 @@ bool nci_clients_service(struct nci_clients *t)
 	bool more = false;
 	for (uint32_t i = 0; i < t->n;) {
 		struct nci_client *cl = t->v[i];
+		if (cl->adopt_epoch != 0 && !cl->broken &&
+		    !adopt_progress(cl)) {
+			i++;
+			continue;
+		}
 		if (!cl->broken)
 			client_service(cl, &more);
 		if (!cl->broken) {
@@ -434,6 +525,10 @@ bool nci_clients_service(struct nci_clients *t)
 
 static bool client_has_work(struct nci_client *cl)
 {
+	if (cl->adopt_epoch != 0)
+		return cl->broken ||
+		       ck_pr_load_uint(&cl->control->client_epoch) ==
+		           cl->adopt_epoch;
 	if (cl->broken || nc_ring_ready(&cl->done_ring) != 0)
 		return true;
 	for (uint32_t i = 0; i < cl->chans_used; i++) {

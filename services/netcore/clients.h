@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "proto/client_region.h"
+#include "proto/msg.h"
 #include "services/netcore/nci.h"
 #include "shm/shm.h"
 
@@ -51,9 +52,18 @@ struct nci_client {
 	uint16_t *buf_owner; /* per buffer while lent: NCI_OWNER_TX or chan */
 	struct nc_desc *free_pending; /* TX buffers to lend again */
 	uint32_t free_pending_n;
-	uint32_t tx_bufs; /* TX buffers in circulation (fixed) */
-	bool broken;      /* disconnect at the next service pass */
-	bool changed;     /* something to wake the client for */
+	uint32_t tx_bufs;     /* TX buffers in circulation (fixed) */
+	uint32_t adopt_epoch; /* ADOPTING: the epoch announced; else 0 */
+	/* Who the broker says this is (kept for a restarted broker). */
+	uint32_t pid, uid, gid;
+	uint64_t token;
+	/* The last request from the client and its reply: a request resent
+	 * after a broker restart (same origin id) is answered from here. */
+	uint32_t last_origin;
+	uint16_t last_type;
+	struct nc_msg_rep last_rep;
+	bool broken;  /* disconnect at the next service pass */
+	bool changed; /* something to wake the client for */
 	const char *broken_why;
 };
 
@@ -77,7 +87,13 @@ void nci_client_free(struct nci_client *cl);
 /* Activates: formats the rings, lends the first TX buffers, listens to
  * the core doorbell. On failure frees cl. Returns 0 or -errno. */
 int nci_clients_add(struct nci_clients *t, struct nci_client *cl);
+/* Adds a client whose region a dead core served (the broker re-adds it
+ * after a core restart): announces a new epoch and formats the rings only
+ * once the client let go of the old ones. On failure frees cl. */
+int nci_clients_adopt(struct nci_clients *t, struct nci_client *cl);
 struct nci_client *nci_clients_find(struct nci_clients *t, uint32_t id);
+/* The client with the smallest id above `after`, or NULL. */
+struct nci_client *nci_clients_next(struct nci_clients *t, uint32_t after);
 /* Closes every socket of the client toward its peers and frees it. */
 void nci_clients_remove(struct nci_clients *t, struct nci_client *cl);
 

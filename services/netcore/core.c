@@ -549,6 +549,7 @@ void nc_core_get_counters(const struct nc_core *c, struct nc_core_counters *out)
 	out->clients = k->clients;
 	out->client_sockets = k->sockets;
 	out->clients_added = k->clients_added;
+	out->clients_adopted = k->clients_adopted;
 	out->clients_removed = k->clients_removed;
 	out->clients_broken = k->clients_broken;
 	out->ctl_requests = k->ctl_requests;

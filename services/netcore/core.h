@@ -60,6 +60,7 @@ struct nc_core_counters {
 	uint32_t clients;          /* attached now */
 	uint32_t client_sockets;   /* open now, all clients */
 	uint64_t clients_added;    /* by CLIENT_ADD */
+	uint64_t clients_adopted;  /* of those: live regions after a restart */
 	uint64_t clients_removed;  /* by CLIENT_REMOVE */
 	uint64_t clients_broken;   /* disconnected: broke their region */
 	uint64_t ctl_requests;     /* control messages received */

@@ -40,9 +40,20 @@
  * a resent SOCKET cannot leak a channel. Ids are not otherwise enforced: a
  * restarted broker starts its ids again.
  *
+ * Per client, the last request the client itself sent (origin_id, the
+ * client's own id, which the broker forwards) and its reply are kept too:
+ * a client whose broker died mid-call sends the request again through the
+ * next broker, and gets the answer instead of a second socket.
+ *
  * Restart. A restarted core replaces a stale socket file at the fd path
  * and knows no clients: requests naming one are answered -ECONNRESET,
- * which is also what a client the core disconnected gets.
+ * which is also what a client the core disconnected gets. Its boot id
+ * (CORE_HELLO) tells the broker it is a new core: the broker then adds
+ * every client again with "adopt" (clients.c), and the clients re-create
+ * their listeners. A restarted broker instead rebuilds its tables from a
+ * live core: CLIENT_LIST walks the clients (with who they are, as the
+ * broker said at CLIENT_ADD, and their reattach tokens), SOCK_LIST each
+ * client's sockets.
  *
  * What it does not do: authenticate (the broker does, SO_PEERCRED; the
  * socket modes keep other users out), queue requests, or reply later.
@@ -55,9 +66,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "services/netcore/clients.h"
@@ -98,6 +111,7 @@ struct nci_ctl {
 	bool have_last;
 	struct nc_msg_req last_req;
 	struct nc_msg_rep last_rep;
+	uint32_t boot_id; /* random, never 0: tells a restarted core apart */
 };
 
 /* ------------------------------------------------------------ pending */
@@ -399,9 +413,10 @@ static bool serve_one(struct nci_ctl *ctl)
 
 /* The reply to CLIENT_ADD also shows what the core read from the region
  * header, in the ATTACH fields, so the broker can compare. */
-static int client_add(struct nci_ctl *ctl, uint32_t id, uint32_t gen,
+static int client_add(struct nci_ctl *ctl, const struct nc_msg_req *q,
                       struct nc_msg_rep *rep)
 {
+	uint32_t id = q->client, gen = q->client_gen;
 	if (nci_clients_find(ctl->clients, id) != NULL)
 		return -EEXIST;
 	/* The broker sent the record before this request: it is in our
@@ -421,7 +436,58 @@ static int client_add(struct nci_ctl *ctl, uint32_t id, uint32_t gen,
 	rep->ring_slots = cl->params.ring_slots;
 	rep->buf_count = cl->params.buf_count;
 	rep->buf_size = cl->params.buf_size;
+	cl->pid = q->pid;
+	cl->uid = q->uid;
+	cl->gid = q->gid;
+	cl->token = q->token;
+	if (q->arg == 1)
+		return nci_clients_adopt(ctl->clients, cl);
 	return nci_clients_add(ctl->clients, cl);
+}
+
+static int client_list(struct nci_ctl *ctl, uint32_t after,
+                       struct nc_msg_rep *rep)
+{
+	struct nci_client *cl = nci_clients_next(ctl->clients, after);
+	if (cl == NULL)
+		return 0; /* rep->client = 0: the end */
+	rep->client = cl->id;
+	rep->max_sockets = cl->params.max_sockets;
+	rep->ring_slots = cl->params.ring_slots;
+	rep->buf_count = cl->params.buf_count;
+	rep->buf_size = cl->params.buf_size;
+	rep->pid = cl->pid;
+	rep->uid = cl->uid;
+	rep->gid = cl->gid;
+	rep->token = cl->token;
+	rep->arg = (int32_t)cl->gen;
+	return 0;
+}
+
+/* A client's request: answered from the cache if the client resent it
+ * (a broker restart between our reply and the client), else done. */
+static int client_request(struct nci_client *cl, const struct nc_msg_req *q,
+                          struct nc_msg_rep *rep)
+{
+	if (q->origin_id != 0 && q->origin_id == cl->last_origin &&
+	    q->hdr.type == cl->last_type) {
+		struct nc_msg_hdr h = rep->hdr;
+		*rep = cl->last_rep;
+		rep->hdr = h;
+		return rep->result;
+	}
+	int result = nci_sock_request(cl, q, rep);
+	if (cl->broken)
+		return -ECONNRESET;
+	cl->last_origin = q->origin_id;
+	cl->last_type = q->hdr.type;
+	cl->last_rep = *rep;
+	cl->last_rep.result = result;
+	if (result < 0) {
+		cl->last_rep.sock = -1;
+		cl->last_rep.sock_gen = 0;
+	}
+	return result;
 }
 
 static int client_remove(struct nci_ctl *ctl, uint32_t id, uint32_t gen)
@@ -445,18 +511,28 @@ static int dispatch(struct nci_ctl *ctl, const struct nc_msg_req *q,
 	switch (q->hdr.type) {
 	case NC_MSG_ATTACH: /* the client's hello is the broker's business */
 		return -EPROTO;
+	case NC_MSG_REATTACH: /* so is its return */
+		return -EPROTO;
 	case NC_MSG_CLIENT_ADD:
-		return client_add(ctl, q->client, q->client_gen, rep);
+		return client_add(ctl, q, rep);
 	case NC_MSG_CLIENT_REMOVE:
 		return client_remove(ctl, q->client, q->client_gen);
+	case NC_MSG_CORE_HELLO:
+		rep->client = ctl->boot_id;
+		return 0;
+	case NC_MSG_CLIENT_LIST:
+		return client_list(ctl, q->client, rep);
 	default:
 		break;
 	}
 	struct nci_client *cl = nci_clients_find(ctl->clients, q->client);
 	if (cl == NULL || cl->gen != q->client_gen || cl->broken)
 		return -ECONNRESET;
-	int result = nci_sock_request(cl, q, rep);
-	return cl->broken ? -ECONNRESET : result;
+	if (cl->adopt_epoch != 0)
+		return -EAGAIN; /* the client has not let go of the old rings */
+	if (q->hdr.type == NC_MSG_SOCK_LIST)
+		return nci_sock_describe(cl, q->sock, rep);
+	return client_request(cl, q, rep);
 }
 
 /* A valid request: answered once, or again from the cache if resent. */
@@ -506,6 +582,16 @@ void nci_ctl_handle(struct nci_ctl *ctl, const void *req, size_t len,
 
 /* ---------------------------------------------------------- lifecycle */
 
+static uint32_t boot_id(void)
+{
+	uint32_t id = 0;
+	/* Only has to differ from the last core's: the clock is enough if
+	 * getrandom is not. */
+	if (getrandom(&id, sizeof(id), GRND_NONBLOCK) != sizeof(id))
+		id = (uint32_t)time(NULL) ^ (uint32_t)getpid() << 16;
+	return id != 0 ? id : 1;
+}
+
 int nci_ctl_create(struct nci_ctl **out, struct nci_clients *clients, int epfd,
                    const char *url, const char *fds_path)
 {
@@ -516,6 +602,7 @@ int nci_ctl_create(struct nci_ctl **out, struct nci_clients *clients, int epfd,
 	ctl->clients = clients;
 	ctl->stats = nci_clients_stats(clients);
 	ctl->epfd = epfd;
+	ctl->boot_id = boot_id();
 	ctl->ctl_src.fd = ctl->listen_src.fd = -1;
 	for (int i = 0; i < MAX_CONNS; i++)
 		ctl->conns[i].fd = -1;

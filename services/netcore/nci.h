@@ -36,6 +36,7 @@ struct nci_stats {
 	uint32_t clients;          /* active now */
 	uint32_t sockets;          /* open client sockets now */
 	uint64_t clients_added;    /* CLIENT_ADD that succeeded */
+	uint64_t clients_adopted;  /* of those, live regions (core restart) */
 	uint64_t clients_removed;  /* by CLIENT_REMOVE */
 	uint64_t clients_broken;   /* disconnected for breaking the region */
 	uint64_t ctl_requests;     /* control messages received */

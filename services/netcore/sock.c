@@ -1505,8 +1505,12 @@ static int op_on(struct nci_sock *s, const struct nc_msg_req *q,
 {
 	bool tcp = s->type == SOCK_STREAM;
 	switch (q->hdr.type) {
-	case NC_MSG_BIND:
-		return op_bind(s, &q->addr);
+	case NC_MSG_BIND: {
+		/* The name it got (port 0 picks one): what a client re-binds
+		 * to after a core restart. */
+		int err = op_bind(s, &q->addr);
+		return err ?: op_name(s, false, &r->addr);
+	}
 	case NC_MSG_LISTEN:
 		return op_listen(s, q->arg);
 	case NC_MSG_ACCEPT:
@@ -1543,4 +1547,39 @@ int nci_sock_request(struct nci_client *cl, const struct nc_msg_req *q,
 	if (!cl->broken)
 		publish(s); /* the client sees the new state with the reply */
 	return result;
+}
+
+/* The broker's table state for a socket: the phases share its order; a
+ * socket the core closed under the client stays "connected" there until
+ * the client closes it. */
+static uint8_t broker_state(const struct nci_sock *s)
+{
+	return s->phase == NC_SS_CLOSED ? NC_SS_CONNECTED : (uint8_t)s->phase;
+}
+
+int nci_sock_describe(struct nci_client *cl, int32_t first,
+                      struct nc_msg_rep *r)
+{
+	if (first < 0)
+		return -EINVAL;
+	for (uint32_t i = (uint32_t)first; i < cl->chans_used; i++) {
+		struct nci_sock *s = cl->chans[i].sock;
+		if (s == NULL || s->closing)
+			continue;
+		r->sock = (int32_t)i;
+		r->sock_gen = cl->chans[i].gen;
+		r->opt[0] = (uint8_t)s->domain;
+		r->opt[1] = (uint8_t)s->type;
+		r->opt[2] = broker_state(s);
+		r->opt[3] =
+		    (uint8_t)((s->rx_shut ? 1u : 0u) |
+		              (s->tx_shut || s->shut_pending ? 2u : 0u));
+		r->optlen = 4;
+		r->arg = (int32_t)s->backlog;
+		op_name(s, false, &r->addr);
+		if (op_name(s, true, &r->peer) != 0)
+			memset(&r->peer, 0, sizeof(r->peer));
+		return 0;
+	}
+	return -ENOENT;
 }

@@ -21,6 +21,14 @@ int nci_sock_request(struct nci_client *cl, const struct nc_msg_req *q,
                      struct nc_msg_rep *r);
 
 /*
+ * SOCK_LIST: the client's first socket on a channel >= `first` (not one
+ * being closed), as the broker's table records it: sock, sock_gen, addr
+ * (local), peer, opt[0..3] = domain, type, state, shut bits, arg = backlog.
+ * 0, or -ENOENT when there is none.
+ */
+int nci_sock_describe(struct nci_client *cl, int32_t first,
+                      struct nc_msg_rep *r);
+/*
  * One pass over a socket on a channel: client TX into lwIP, received data
  * into the rx ring, the deferred close or shutdown once its TX drained,
  * and the state published. May free the socket (a finished close).
