@@ -25,14 +25,16 @@
  * Ownership. The broker owns each client's memfd and both eventfds for as
  * long as the client lives (the core and the client hold their own copies;
  * the broker does not map the region after creating it: it never needs to
- * read memory a client can write). It keeps them because recovery (issue
- * 5) will hand them to a restarted core.
+ * read memory a client can write). It keeps them to hand them to a
+ * restarted core.
  *
  * Restart behaviour: nc_broker_destroy() tells the core nothing, so a
- * broker that exits leaves the core's clients in place; a new broker
- * starts with an empty table (recovering it is issue 5). The attach socket
- * path is taken over from a dead broker (stale socket file), never from a
- * live one.
+ * broker that exits leaves the core's clients in place, and their data
+ * keeps flowing. A new broker rebuilds its tables from the core and waits
+ * for each client to come back with REATTACH; a new core gets every client
+ * again. Both are recover.c. Until the tables agree with the core, ATTACH
+ * and REATTACH are answered -EAGAIN. The attach socket path is taken over
+ * from a dead broker (stale socket file), never from a live one.
  *
  * What it does not do: authenticate beyond SO_PEERCRED and the uid list,
  * limit clients per uid, or police unconnected UDP destinations (README).
@@ -45,35 +47,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
-enum watch_kind { W_LISTEN = 1, W_CORE, W_CLIENT };
-
 #define ACCEPT_BATCH 64 /* per turn, so clients already here get a turn */
 #define EVENTS_MAX   64
 #define MSG_MAX      512 /* receive buffer; larger messages are -EPROTO */
 
-struct nc_broker {
-	struct nc_broker_config cfg;
-	struct sockaddr_un addr;
-	dev_t sock_dev;
-	ino_t sock_ino;
-	int epfd, listen_fd;
-	struct nci_watch listen_w, core_w;
-	struct nci_core *core;
-	struct nci_client *clients;
-	uint32_t nclients;
-	uint32_t next_client_id;
-	uint64_t memory;
-	bool accept_paused;        /* out of fds: wait for a client to go */
-	struct nc_broker_stats st; /* the counters; the rest is computed */
-};
-
-static int64_t now_ms(void)
+int64_t nci_now_ms(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -163,8 +148,7 @@ static void remove_listener(struct nc_broker *b)
 
 /* --------------------------------------------------------------- replies */
 
-static int send_rep(int fd, const struct nc_msg_rep *rep, const int *fds,
-                    int nfds)
+int nci_send_rep(int fd, const struct nc_msg_rep *rep, const int *fds, int nfds)
 {
 	struct iovec iov = {.iov_base = (void *)rep, .iov_len = sizeof(*rep)};
 	union {
@@ -188,8 +172,8 @@ static int send_rep(int fd, const struct nc_msg_rep *rep, const int *fds,
 	return n == (ssize_t)sizeof(*rep) ? 0 : -EIO;
 }
 
-static void rep_init(struct nc_msg_rep *rep, const struct nc_msg_hdr *asked,
-                     int32_t result)
+void nci_rep_init(struct nc_msg_rep *rep, const struct nc_msg_hdr *asked,
+                  int32_t result)
 {
 	memset(rep, 0, sizeof(*rep));
 	nc_msg_init(&rep->hdr, NC_MSG_ATTACH, asked->id, sizeof(*rep));
@@ -200,7 +184,7 @@ static void rep_init(struct nc_msg_rep *rep, const struct nc_msg_hdr *asked,
 
 /* ---------------------------------------------------------------- clients */
 
-static void set_reading(struct nc_broker *b, struct nci_client *cl, bool on)
+void nci_set_reading(struct nc_broker *b, struct nci_client *cl, bool on)
 {
 	if (cl->fd < 0 || cl->reading == on)
 		return;
@@ -235,7 +219,7 @@ static void pause_accepting(struct nc_broker *b, bool pause)
 }
 
 /* The end: quota, table and fds released, entry freed. */
-static void free_client(struct nc_broker *b, struct nci_client *cl)
+void nci_free_client(struct nc_broker *b, struct nci_client *cl)
 {
 	close_attach_socket(b, cl);
 	if (cl->prev)
@@ -248,6 +232,7 @@ static void free_client(struct nc_broker *b, struct nci_client *cl)
 	b->memory -= cl->region_bytes;
 	if (b->accept_paused)
 		pause_accepting(b, false);
+	nci_sync_forget(b, cl);
 	nci_client_table_fini(cl);
 	close_fd(&cl->memfd);
 	close_fd(&cl->client_bell);
@@ -261,14 +246,14 @@ static void on_remove_done(void *arg, int status, const struct nc_msg_rep *rep);
  * The client is gone (hung up, misbehaved, refused, or reset by the core).
  * Called again after each call that was in flight finishes, until freed.
  */
-static void client_lost(struct nc_broker *b, struct nci_client *cl)
+void nci_client_lost(struct nc_broker *b, struct nci_client *cl)
 {
 	close_attach_socket(b, cl);
 	cl->gone = true;
 	if (cl->call != NULL)
 		return; /* its done function brings us back */
 	if (!cl->known_to_core) {
-		free_client(b, cl);
+		nci_free_client(b, cl);
 		return;
 	}
 	struct nc_msg_req req;
@@ -281,7 +266,7 @@ static void client_lost(struct nc_broker *b, struct nci_client *cl)
 	if (nci_core_call(b->core, &req, b->cfg.core_timeout_ms, on_remove_done,
 	                  cl, &cl->call) != 0) {
 		cl->call = NULL;
-		free_client(b, cl);
+		nci_free_client(b, cl);
 	}
 }
 
@@ -294,7 +279,7 @@ static void on_remove_done(void *arg, int status, const struct nc_msg_rep *rep)
 		b->st.core_errors++;
 	cl->call = NULL;
 	cl->known_to_core = false;
-	free_client(b, cl);
+	nci_free_client(b, cl);
 }
 
 /* Answers a request without the core; a client that cannot take the
@@ -303,10 +288,10 @@ static void answer(struct nc_broker *b, struct nci_client *cl,
                    const struct nc_msg_hdr *asked, int32_t error)
 {
 	struct nc_msg_rep rep;
-	rep_init(&rep, asked, error);
+	nci_rep_init(&rep, asked, error);
 	b->st.refused++;
-	if (send_rep(cl->fd, &rep, NULL, 0) != 0)
-		client_lost(b, cl);
+	if (nci_send_rep(cl->fd, &rep, NULL, 0) != 0)
+		nci_client_lost(b, cl);
 }
 
 /* ----------------------------------------------------------------- attach */
@@ -322,28 +307,29 @@ static void on_add_done(void *arg, int status, const struct nc_msg_rep *rep)
 	if (status == 0 && result < 0)
 		cl->known_to_core = false; /* it refused: it holds nothing */
 	if (cl->gone) {
-		client_lost(b, cl);
+		nci_client_lost(b, cl);
 		return;
 	}
 	struct nc_msg_rep out;
-	rep_init(&out, &cl->reply_hdr, result < 0 ? result : 0);
+	nci_rep_init(&out, &cl->reply_hdr, result < 0 ? result : 0);
 	if (result < 0) {
-		send_rep(cl->fd, &out, NULL, 0);
-		client_lost(b, cl);
+		nci_send_rep(cl->fd, &out, NULL, 0);
+		nci_client_lost(b, cl);
 		return;
 	}
 	out.client = cl->id;
+	out.token = cl->token;
 	out.max_sockets = cl->params.max_sockets;
 	out.ring_slots = cl->params.ring_slots;
 	out.buf_count = cl->params.buf_count;
 	out.buf_size = cl->params.buf_size;
 	const int fds[3] = {cl->memfd, cl->client_bell, cl->core_bell};
-	if (send_rep(cl->fd, &out, fds, 3) != 0) {
-		client_lost(b, cl);
+	if (nci_send_rep(cl->fd, &out, fds, 3) != 0) {
+		nci_client_lost(b, cl);
 		return;
 	}
 	cl->state = NCI_CLIENT_ATTACHED;
-	set_reading(b, cl, true);
+	nci_set_reading(b, cl, true);
 }
 
 /* The region (memfd only: the broker never maps it again) and bells. */
@@ -379,7 +365,8 @@ static int32_t attach_allowed(const struct nc_broker *b,
 	return 0;
 }
 
-static int32_t start_add(struct nc_broker *b, struct nci_client *cl)
+int32_t nci_start_add(struct nc_broker *b, struct nci_client *cl, int32_t arg,
+                      nci_done_fn done)
 {
 	const int fds[3] = {cl->memfd, cl->client_bell, cl->core_bell};
 	if (nci_core_send_fds(b->core, cl->id, cl->gen, fds) != 0)
@@ -391,38 +378,55 @@ static int32_t start_add(struct nc_broker *b, struct nci_client *cl)
 	req.client = cl->id;
 	req.client_gen = cl->gen;
 	req.sock = -1;
-	if (nci_core_call(b->core, &req, b->cfg.core_timeout_ms, on_add_done,
-	                  cl, &cl->call) != 0) {
+	req.arg = arg;
+	req.pid = (uint32_t)cl->pid;
+	req.uid = cl->uid;
+	req.gid = cl->gid;
+	req.token = cl->token;
+	cl->call_adds = nci_core_pipe_adds(b->core);
+	if (nci_core_call(b->core, &req, b->cfg.core_timeout_ms, done, cl,
+	                  &cl->call) != 0) {
 		cl->call = NULL;
 		return -EAGAIN;
 	}
 	return 0;
 }
 
+/* A secret only this client learns (the ATTACH reply): with its pid, what
+ * lets it reattach to a restarted broker. */
+static uint64_t new_token(void)
+{
+	uint64_t t = 0;
+	if (getrandom(&t, sizeof(t), 0) != sizeof(t))
+		t = (uint64_t)nci_now_ms() * 0x9e3779b97f4a7c15ull;
+	return t;
+}
+
 static void handle_attach(struct nc_broker *b, struct nci_client *cl,
                           const struct nc_msg_hdr *asked)
 {
 	cl->reply_hdr = *asked;
-	int32_t err = attach_allowed(b, cl);
+	int32_t err = b->synced ? attach_allowed(b, cl) : -EAGAIN;
 	if (!err) {
 		cl->id = b->next_client_id++;
 		cl->gen = 1;
+		cl->token = new_token();
 		cl->region_bytes = nc_broker_region_bytes(&b->cfg);
 		b->memory += cl->region_bytes; /* released by free_client */
 		err = make_resources(cl, &b->cfg.region);
 	}
 	if (!err)
-		err = start_add(b, cl);
+		err = nci_start_add(b, cl, 0, on_add_done);
 	if (err) {
 		struct nc_msg_rep rep;
-		rep_init(&rep, asked, err);
+		nci_rep_init(&rep, asked, err);
 		b->st.refused++;
-		send_rep(cl->fd, &rep, NULL, 0);
-		client_lost(b, cl); /* a refused client must connect anew */
+		nci_send_rep(cl->fd, &rep, NULL, 0);
+		nci_client_lost(b, cl); /* a refused client must connect anew */
 		return;
 	}
 	cl->state = NCI_CLIENT_ADDING;
-	set_reading(b, cl, false);
+	nci_set_reading(b, cl, false);
 }
 
 /* -------------------------------------------------------------- forwarding */
@@ -444,22 +448,25 @@ static void on_forward_done(void *arg, int status, const struct nc_msg_rep *rep)
 	if (status != 0)
 		b->st.core_errors++;
 	if (cl->gone) {
-		client_lost(b, cl);
+		nci_client_lost(b, cl);
 		return;
 	}
 	int32_t result =
 	    status == 0 ? nci_apply_reply(cl, &cl->fwd, rep) : status;
 	struct nc_msg_rep out;
-	rep_init(&out, &cl->reply_hdr, result);
+	nci_rep_init(&out, &cl->reply_hdr, result);
 	if (result >= 0)
 		copy_payload(&out, rep);
-	/* -ECONNRESET from the core: it dropped this client (docs). */
-	if (send_rep(cl->fd, &out, NULL, 0) != 0 ||
-	    (status == 0 && result == -ECONNRESET)) {
-		client_lost(b, cl);
+	/* -ECONNRESET from the core: it dropped this client (docs), unless
+	 * the call went to a new core, which does not know it yet. */
+	bool dropped = status == 0 && result == -ECONNRESET &&
+	               cl->call_adds == nci_core_pipe_adds(b->core);
+	if (nci_send_rep(cl->fd, &out, NULL, 0) != 0 || dropped) {
+		nci_client_lost(b, cl);
 		return;
 	}
-	set_reading(b, cl, true);
+	nci_set_reading(b, cl, true);
+	nci_sync_after_call(b, cl);
 }
 
 static void forward(struct nc_broker *b, struct nci_client *cl,
@@ -467,6 +474,7 @@ static void forward(struct nc_broker *b, struct nci_client *cl,
 {
 	cl->reply_hdr = d->hdr;
 	cl->fwd = d->req;
+	cl->call_adds = nci_core_pipe_adds(b->core);
 	if (nci_core_call(b->core, &d->req, b->cfg.core_timeout_ms,
 	                  on_forward_done, cl, &cl->call) != 0) {
 		cl->call = NULL;
@@ -475,7 +483,7 @@ static void forward(struct nc_broker *b, struct nci_client *cl,
 		return;
 	}
 	b->st.forwarded++;
-	set_reading(b, cl, false);
+	nci_set_reading(b, cl, false);
 }
 
 /* ------------------------------------------------------------ client input */
@@ -483,25 +491,79 @@ static void forward(struct nc_broker *b, struct nci_client *cl,
 _Static_assert(MSG_MAX != sizeof(struct nc_msg_req),
                "a clipped oversized message must not look well-sized");
 
+/* Every fd a message carried, closing those beyond `max` (a control
+ * buffer too small for them is truncated by the kernel, which closes the
+ * rest itself). */
+static int take_fds(struct msghdr *mh, int *fds, int max)
+{
+	int n = 0;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c != NULL;
+	     c = CMSG_NXTHDR(mh, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < k; i++) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(fd));
+			if (n < max)
+				fds[n++] = fd;
+			else
+				close(fd);
+		}
+	}
+	return n;
+}
+
+static void close_fds(const int *fds, int n)
+{
+	for (int i = 0; i < n; i++)
+		close(fds[i]);
+}
+
+/* One message and the fds it carried (only REATTACH may carry any).
+ * MSG_TRUNC: the length is the message's real one. */
+static ssize_t recv_message(int fd, uint8_t *buf, size_t size, int *fds,
+                            int *nfds)
+{
+	union {
+		struct cmsghdr align;
+		char bytes[CMSG_SPACE(3 * sizeof(int))];
+	} ctl;
+	struct iovec iov = {.iov_base = buf, .iov_len = size};
+	struct msghdr mh = {.msg_iov = &iov,
+	                    .msg_iovlen = 1,
+	                    .msg_control = ctl.bytes,
+	                    .msg_controllen = sizeof(ctl.bytes)};
+	ssize_t n =
+	    recvmsg(fd, &mh, MSG_DONTWAIT | MSG_TRUNC | MSG_CMSG_CLOEXEC);
+	*nfds = n >= 0 ? take_fds(&mh, fds, 3) : 0;
+	return n;
+}
+
 static void handle_message(struct nc_broker *b, struct nci_client *cl)
 {
 	uint8_t buf[MSG_MAX];
-	/* No control buffer: fds a client sends are closed by the kernel.
-	 * MSG_TRUNC: n is the message's real length. */
-	ssize_t n = recv(cl->fd, buf, sizeof(buf), MSG_DONTWAIT | MSG_TRUNC);
+	int fds[3], nfds;
+	ssize_t n = recv_message(cl->fd, buf, sizeof(buf), fds, &nfds);
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
 	if (n <= 0) {
-		client_lost(b, cl);
+		close_fds(fds, nfds);
+		nci_client_lost(b, cl);
 		return;
 	}
 	size_t len = (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf);
 	struct nci_decision d;
 	nci_decide(&b->cfg, cl, buf, len, &d);
+	if (d.verdict == NCI_REATTACH) {
+		nci_handle_reattach(b, cl, &d.req, fds, nfds);
+		return;
+	}
+	close_fds(fds, nfds);
 	switch (d.verdict) {
 	case NCI_DISCONNECT:
 		b->st.disconnected++;
-		client_lost(b, cl);
+		nci_client_lost(b, cl);
 		break;
 	case NCI_REPLY:
 		answer(b, cl, &d.hdr, d.error);
@@ -512,6 +574,8 @@ static void handle_message(struct nc_broker *b, struct nci_client *cl)
 	case NCI_FORWARD:
 		forward(b, cl, &d);
 		break;
+	case NCI_REATTACH:
+		break;
 	}
 }
 
@@ -519,7 +583,7 @@ static void on_client_event(struct nc_broker *b, struct nci_client *cl,
                             uint32_t events)
 {
 	if (events & (EPOLLERR | EPOLLHUP | EPOLLRDHUP)) {
-		client_lost(b, cl);
+		nci_client_lost(b, cl);
 		return;
 	}
 	if ((events & EPOLLIN) && cl->reading)
@@ -534,9 +598,29 @@ static void refuse_connection(struct nc_broker *b, int fd)
 	struct nc_msg_hdr asked;
 	nc_msg_init(&asked, NC_MSG_ATTACH, 1, sizeof(struct nc_msg_req));
 	struct nc_msg_rep rep;
-	rep_init(&rep, &asked, -ENFILE);
-	send_rep(fd, &rep, NULL, 0);
+	nci_rep_init(&rep, &asked, -ENFILE);
+	nci_send_rep(fd, &rep, NULL, 0);
 	close(fd);
+	b->st.refused++;
+}
+
+/* A connection held while the tables are not in step with the core gets
+ * -EAGAIN (in ATTACH's shape, as for a refusal before reading) once its
+ * deadline passes. */
+static void refuse_unsynced(struct nc_broker *b, struct nci_client *cl)
+{
+	/* Unread messages would turn our close into a reset that hides the
+	 * answer: read them first (a bounded few; fds in them are closed by
+	 * the kernel, as no control buffer is given). */
+	uint8_t junk[MSG_MAX];
+	for (int i = 0; i < 16; i++)
+		if (recv(cl->fd, junk, sizeof(junk), MSG_DONTWAIT) <= 0)
+			break;
+	struct nc_msg_hdr asked;
+	nc_msg_init(&asked, NC_MSG_ATTACH, 1, sizeof(struct nc_msg_req));
+	struct nc_msg_rep rep;
+	nci_rep_init(&rep, &asked, -EAGAIN);
+	nci_send_rep(cl->fd, &rep, NULL, 0);
 	b->st.refused++;
 }
 
@@ -551,28 +635,38 @@ static int new_client(struct nc_broker *b, int fd)
 		free(cl);
 		return -errno;
 	}
-	cl->watch.kind = W_CLIENT;
+	cl->watch.kind = NCI_W_CLIENT;
 	cl->broker = b;
 	cl->pid = cred.pid;
 	cl->uid = cred.uid;
 	cl->gid = cred.gid;
 	cl->fd = fd;
 	cl->memfd = cl->client_bell = cl->core_bell = -1;
+	cl->pidw.fd = -1;
 	cl->state = NCI_CLIENT_NEW;
-	cl->deadline_ms = now_ms() + b->cfg.attach_timeout_ms;
-	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP,
+	cl->deadline_ms = nci_now_ms() + (b->synced ? b->cfg.attach_timeout_ms
+	                                            : b->cfg.core_timeout_ms);
+	/* Until the tables agree with the core, an ATTACH waits in the
+	 * socket (within its attach deadline): see recover.c. */
+	struct epoll_event ev = {.events =
+	                             EPOLLRDHUP | (b->synced ? EPOLLIN : 0),
 	                         .data.ptr = &cl->watch};
 	if (epoll_ctl(b->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
 		free(cl);
 		return -errno;
 	}
-	cl->reading = true;
+	cl->reading = b->synced;
+	nci_link_client(b, cl);
+	return 0;
+}
+
+void nci_link_client(struct nc_broker *b, struct nci_client *cl)
+{
 	cl->next = b->clients;
 	if (b->clients)
 		b->clients->prev = cl;
 	b->clients = cl;
 	b->nclients++;
-	return 0;
 }
 
 static void accept_clients(struct nc_broker *b)
@@ -601,7 +695,10 @@ static void accept_clients(struct nc_broker *b)
 
 static int next_timeout(const struct nc_broker *b, int timeout_ms)
 {
-	int64_t now = now_ms();
+	int sync = nci_sync_timeout(b);
+	if (sync >= 0 && (timeout_ms < 0 || sync < timeout_ms))
+		timeout_ms = sync;
+	int64_t now = nci_now_ms();
 	for (const struct nci_client *cl = b->clients; cl; cl = cl->next) {
 		if (cl->state != NCI_CLIENT_NEW || cl->gone)
 			continue;
@@ -616,13 +713,17 @@ static int next_timeout(const struct nc_broker *b, int timeout_ms)
 
 static void expire_attach(struct nc_broker *b)
 {
-	int64_t now = now_ms();
+	int64_t now = nci_now_ms();
 	struct nci_client *next;
 	for (struct nci_client *cl = b->clients; cl; cl = next) {
 		next = cl->next;
-		if (cl->state == NCI_CLIENT_NEW && !cl->gone &&
-		    now >= cl->deadline_ms)
-			client_lost(b, cl);
+		if (cl->state != NCI_CLIENT_NEW || cl->gone ||
+		    now < cl->deadline_ms)
+			continue;
+		/* Held unread while no core answered: say so, retryably. */
+		if (!cl->reading)
+			refuse_unsynced(b, cl);
+		nci_client_lost(b, cl);
 	}
 }
 
@@ -641,10 +742,12 @@ int nc_broker_step(struct nc_broker *b, int timeout_ms, const sigset_t *sigmask)
 	 * most that client, and epoll reports each fd once per batch. */
 	for (int i = 0; i < n; i++) {
 		struct nci_watch *w = ev[i].data.ptr;
-		if (w->kind == W_LISTEN)
+		if (w->kind == NCI_W_LISTEN)
 			accept_clients(b);
-		else if (w->kind == W_CORE)
+		else if (w->kind == NCI_W_CORE)
 			core_ready = true;
+		else if (w->kind == NCI_W_PID)
+			nci_on_pid_event(b, (struct nci_pidwatch *)w);
 		else
 			on_client_event(b, (struct nci_client *)w,
 			                ev[i].events);
@@ -652,6 +755,7 @@ int nc_broker_step(struct nc_broker *b, int timeout_ms, const sigset_t *sigmask)
 	if (core_ready)
 		nci_core_poll(b->core);
 	expire_attach(b);
+	nci_sync_poll(b);
 	return 0;
 }
 
@@ -677,10 +781,10 @@ static int setup(struct nc_broker *b, const struct nc_broker_options *o)
 	if (!err)
 		err = nci_core_open(&b->core, o->core_ctl, o->core_fds);
 	if (!err)
-		err = watch_fd(b, b->listen_fd, &b->listen_w, W_LISTEN);
+		err = watch_fd(b, b->listen_fd, &b->listen_w, NCI_W_LISTEN);
 	if (!err)
-		err =
-		    watch_fd(b, nci_core_event_fd(b->core), &b->core_w, W_CORE);
+		err = watch_fd(b, nci_core_event_fd(b->core), &b->core_w,
+		               NCI_W_CORE);
 	return err;
 }
 
@@ -712,7 +816,7 @@ void nc_broker_destroy(struct nc_broker *b)
 	nci_core_close(b->core);
 	while (b->clients != NULL) {
 		b->clients->call = NULL;
-		free_client(b, b->clients);
+		nci_free_client(b, b->clients);
 	}
 	remove_listener(b);
 	if (b->epfd >= 0)
@@ -737,8 +841,11 @@ void nc_broker_get_stats(const struct nc_broker *b, struct nc_broker_stats *s)
 	s->clients = b->nclients;
 	s->attached = 0;
 	s->sockets = 0;
+	s->recovered = 0;
+	s->synced = b->synced;
 	for (const struct nci_client *cl = b->clients; cl; cl = cl->next) {
 		s->attached += cl->state == NCI_CLIENT_ATTACHED;
+		s->recovered += cl->state == NCI_CLIENT_RECOVERED;
 		s->sockets += cl->nsocks;
 	}
 	s->memory = b->memory;
@@ -755,10 +862,12 @@ void nc_broker_dump(const struct nc_broker *b, FILE *out)
 	        " attached %" PRIu32 " sockets %" PRIu32 " memory %" PRIu64
 	        "/%" PRIu64 " calls %" PRIu64 " forwarded %" PRIu64
 	        " refused %" PRIu64 " core_errors %" PRIu64
-	        " disconnected %" PRIu64 "\n",
+	        " disconnected %" PRIu64 " recovered %" PRIu32
+	        " reattached %" PRIu64 " core_restarts %" PRIu64 " synced %d\n",
 	        s.core_pipes, s.clients, s.attached, s.sockets, s.memory,
 	        b->cfg.memory_limit, s.calls, s.forwarded, s.refused,
-	        s.core_errors, s.disconnected);
+	        s.core_errors, s.disconnected, s.recovered, s.reattached,
+	        s.core_restarts, s.synced ? 1 : 0);
 	for (const struct nci_client *cl = b->clients; cl; cl = cl->next)
 		nci_client_dump(cl, out);
 	fflush(out);

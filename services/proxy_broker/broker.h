@@ -135,16 +135,20 @@ int nc_broker_step(struct nc_broker *b, int timeout_ms,
 void nc_broker_destroy(struct nc_broker *b);
 
 struct nc_broker_stats {
-	uint32_t core_pipes;   /* nng connections to the core (0: none) */
-	uint32_t clients;      /* any state, including being removed */
-	uint32_t attached;     /* fully attached */
-	uint32_t sockets;      /* socket table entries, all clients */
-	uint64_t memory;       /* bytes of regions held */
-	uint64_t calls;        /* requests to the core in flight */
-	uint64_t forwarded;    /* requests forwarded to the core, ever */
-	uint64_t refused;      /* answered by the broker itself, ever */
-	uint64_t core_errors;  /* timeouts, transport and bad replies, ever */
-	uint64_t disconnected; /* clients dropped for unreadable messages */
+	uint32_t core_pipes;    /* nng connections to the core (0: none) */
+	uint32_t clients;       /* any state, including being removed */
+	uint32_t attached;      /* fully attached */
+	uint32_t sockets;       /* socket table entries, all clients */
+	uint64_t memory;        /* bytes of regions held */
+	uint64_t calls;         /* requests to the core in flight */
+	uint64_t forwarded;     /* requests forwarded to the core, ever */
+	uint64_t refused;       /* answered by the broker itself, ever */
+	uint64_t core_errors;   /* timeouts, transport and bad replies, ever */
+	uint64_t disconnected;  /* clients dropped for unreadable messages */
+	uint64_t core_restarts; /* new cores seen (clients re-added), ever */
+	uint64_t reattached;    /* clients back after a broker restart, ever */
+	uint32_t recovered;     /* learned from the core, not back yet */
+	bool synced;            /* tables agree with the core */
 };
 
 void nc_broker_get_stats(const struct nc_broker *b, struct nc_broker_stats *s);

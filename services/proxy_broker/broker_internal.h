@@ -11,6 +11,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
+#include <sys/un.h>
 
 #include "services/proxy_broker/broker.h"
 
@@ -40,7 +42,9 @@ enum nci_client_state {
 	NCI_CLIENT_NEW = 0, /* connected, not attached yet */
 	NCI_CLIENT_ADDING,  /* CLIENT_ADD in flight */
 	NCI_CLIENT_ATTACHED,
-	NCI_CLIENT_REMOVING, /* gone; CLIENT_REMOVE in flight */
+	NCI_CLIENT_REMOVING,  /* gone; CLIENT_REMOVE in flight */
+	NCI_CLIENT_RECOVERED, /* learned from the core after a broker
+	                         restart; waits for the client's REATTACH */
 };
 
 /* epoll's data.ptr points at one of these (first member of its owner). */
@@ -49,6 +53,14 @@ struct nci_watch {
 };
 
 struct nci_call;
+struct nci_client;
+
+/* A recovered client's pidfd: its death before it reattaches. */
+struct nci_pidwatch {
+	struct nci_watch watch;
+	struct nci_client *cl;
+	int fd;
+};
 
 struct nci_client {
 	struct nci_watch watch;
@@ -72,7 +84,11 @@ struct nci_client {
 	bool reading;          /* EPOLLIN wanted (no request in flight) */
 	int64_t deadline_ms;   /* NEW: must attach before this */
 	struct nci_call *call; /* the one request to the core in flight */
-	struct nc_msg_req fwd; /* that request, as forwarded */
+	uint32_t call_adds;    /* core connections made when it started */
+	bool readd;            /* the core restarted: add again after call */
+	uint64_t token;        /* reattach secret (ATTACH reply, core) */
+	struct nci_pidwatch pidw;    /* RECOVERED only */
+	struct nc_msg_req fwd;       /* that request, as forwarded */
 	struct nc_msg_hdr reply_hdr; /* the client's id and type to echo */
 	struct nci_client *next, *prev;
 };
@@ -94,6 +110,11 @@ struct nci_sock *nci_client_sock(const struct nci_client *cl, int32_t sock,
 int32_t nci_apply_reply(struct nci_client *cl, const struct nc_msg_req *req,
                         const struct nc_msg_rep *rep);
 
+/* Restart: empties the table (a new core has no sockets). */
+void nci_table_reset(struct nci_client *cl);
+/* Restart: one entry from the core's SOCK_LIST reply (0, or -EIO when the
+ * reply cannot be true). */
+int nci_table_restore(struct nci_client *cl, const struct nc_msg_rep *rep);
 void nci_client_dump(const struct nci_client *cl, FILE *out);
 
 /* The broker's entry for an attached client id, or NULL (tests; and
@@ -108,6 +129,7 @@ enum nci_verdict {
 	NCI_DISCONNECT = 1, /* not even a header: drop the client */
 	NCI_REPLY,          /* answer `error` now, forward nothing */
 	NCI_ATTACH,         /* an ATTACH to serve */
+	NCI_REATTACH,       /* a REATTACH to serve (req holds it) */
 	NCI_FORWARD,        /* send `req` to the core */
 };
 
@@ -162,9 +184,71 @@ int nci_core_call(struct nci_core *core, const struct nc_msg_req *req,
 int nci_core_send_fds(struct nci_core *core, uint32_t client,
                       uint32_t client_gen, const int fds[3]);
 uint64_t nci_core_in_flight(const struct nci_core *core);
+/* Connections to the core made so far (a new one may be a new core). */
+uint32_t nci_core_pipe_adds(const struct nci_core *core);
 /* Connections to the core's control socket now (0: none yet, or lost). */
 int nci_core_pipes(const struct nci_core *core);
 /* Abandons calls in flight (their done functions are not called). */
 void nci_core_close(struct nci_core *core);
+
+/* --------------------------------------------------------------- broker */
+
+enum nci_watch_kind { NCI_W_LISTEN = 1, NCI_W_CORE, NCI_W_CLIENT, NCI_W_PID };
+
+struct nc_broker {
+	struct nc_broker_config cfg;
+	struct sockaddr_un addr;
+	dev_t sock_dev;
+	ino_t sock_ino;
+	int epfd, listen_fd;
+	struct nci_watch listen_w, core_w;
+	struct nci_core *core;
+	struct nci_client *clients;
+	uint32_t nclients;
+	uint32_t next_client_id;
+	uint64_t memory;
+	bool accept_paused;        /* out of fds: wait for a client to go */
+	struct nc_broker_stats st; /* the counters; the rest is computed */
+	/* Agreement with the core (recover.c). */
+	uint32_t core_boot; /* the core's boot id; 0 before the first */
+	uint32_t seen_adds; /* core connections already looked at */
+	bool synced;        /* tables match the core: attach allowed */
+	bool sync_busy;     /* a sync call in flight */
+	bool sync_failed;   /* retry at sync_retry_ms */
+	int64_t sync_retry_ms;
+	uint32_t list_after;        /* CLIENT_LIST cursor */
+	struct nci_client *listing; /* SOCK_LIST: whose sockets */
+	int32_t sock_cursor;
+};
+
+/* broker.c, for recover.c. */
+int64_t nci_now_ms(void);
+void nci_client_lost(struct nc_broker *b, struct nci_client *cl);
+void nci_free_client(struct nc_broker *b, struct nci_client *cl);
+void nci_set_reading(struct nc_broker *b, struct nci_client *cl, bool on);
+int nci_send_rep(int fd, const struct nc_msg_rep *rep, const int *fds,
+                 int nfds);
+void nci_rep_init(struct nc_msg_rep *rep, const struct nc_msg_hdr *asked,
+                  int32_t result);
+/* Links a new entry into the broker's list (nclients counted). */
+void nci_link_client(struct nc_broker *b, struct nci_client *cl);
+/* Sends the fds and CLIENT_ADD (arg: 1 = adopt a live region). */
+int32_t nci_start_add(struct nc_broker *b, struct nci_client *cl, int32_t arg,
+                      nci_done_fn done);
+
+/* recover.c: keeping the tables in step with the core across restarts. */
+/* After each loop turn: starts a sync when the core connection is new. */
+void nci_sync_poll(struct nc_broker *b);
+/* Milliseconds until the sync wants to run again, or -1. */
+int nci_sync_timeout(const struct nc_broker *b);
+/* A call of `cl` finished: runs a re-add the core restart deferred. */
+void nci_sync_after_call(struct nc_broker *b, struct nci_client *cl);
+/* A REATTACH from connection `cl` (NEW) with the fds it carried (taken). */
+void nci_handle_reattach(struct nc_broker *b, struct nci_client *cl,
+                         const struct nc_msg_req *req, int *fds, int nfds);
+/* A recovered client's process ended. */
+void nci_on_pid_event(struct nc_broker *b, struct nci_pidwatch *w);
+/* Frees what recover.c attached to a client. */
+void nci_sync_forget(struct nc_broker *b, struct nci_client *cl);
 
 #endif /* NETCORE_PROXY_BROKER_BROKER_INTERNAL_H */

@@ -69,7 +69,8 @@ struct nci_core {
 	struct nci_call *done_head, **done_tail; /* under lock */
 	struct nci_call *calls;
 	uint64_t in_flight;
-	atomic_int pipes; /* nng connections to the core (nng's threads) */
+	atomic_int pipes;      /* nng connections to the core (nng's threads) */
+	atomic_uint pipe_adds; /* connections made so far (nng's threads) */
 	uint32_t next_id;
 	struct sockaddr_un fds_addr;
 	int fds_fd;
@@ -351,10 +352,21 @@ static void on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
 	struct nci_core *core = arg;
 	(void)p;
-	if (ev == NNG_PIPE_EV_ADD_POST)
+	if (ev == NNG_PIPE_EV_ADD_POST) {
 		atomic_fetch_add(&core->pipes, 1);
-	else if (ev == NNG_PIPE_EV_REM_POST)
+		atomic_fetch_add(&core->pipe_adds, 1);
+		/* The loop must look: this may be a new core. */
+		uint64_t one = 1;
+		ssize_t n = write(core->efd, &one, sizeof(one));
+		(void)n; /* a full counter still wakes the reader */
+	} else if (ev == NNG_PIPE_EV_REM_POST) {
 		atomic_fetch_sub(&core->pipes, 1);
+	}
+}
+
+uint32_t nci_core_pipe_adds(const struct nci_core *core)
+{
+	return atomic_load(&((struct nci_core *)core)->pipe_adds);
 }
 
 int nci_core_pipes(const struct nci_core *core)

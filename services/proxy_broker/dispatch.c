@@ -6,9 +6,9 @@
  * header means we cannot even echo an id, so the client is dropped; any
  * other malformed message is answered -EPROTO with the id and type it
  * carried, and the client may go on); then the client's state (only ATTACH
- * before attaching, never twice, never the broker's own CLIENT_ADD and
- * CLIENT_REMOVE); then the socket the message names (must be in the table
- * with the generation the client quotes, else -EBADF, so a stale handle
+ * or REATTACH before attaching, never twice, never the broker's own
+ * requests to the core); then the socket the message names (must be in the
+ * table with the generation the client quotes, else -EBADF, so a stale handle
  * never reaches a reused channel); then quota (sockets: -EMFILE; pending
  * connections: the backlog is capped, -ENOBUFS if no budget is left);
  * then policy (CONNECT destination: -EACCES; BIND port: -EPERM). Only
@@ -96,9 +96,13 @@ static int32_t check_op(const struct nc_broker_config *c,
 		req->sock_gen = 0;
 		return cl->nsocks >= cl->params.max_sockets ? -EMFILE : 0;
 	case NC_MSG_ATTACH:
+	case NC_MSG_REATTACH:
 		return -EISCONN;
 	case NC_MSG_CLIENT_ADD:
 	case NC_MSG_CLIENT_REMOVE:
+	case NC_MSG_CORE_HELLO:
+	case NC_MSG_CLIENT_LIST:
+	case NC_MSG_SOCK_LIST:
 		return -EPROTO; /* the broker's words, not a client's */
 	default:
 		return check_sock_op(c, cl, req);
@@ -123,6 +127,9 @@ void nci_decide(const struct nc_broker_config *c, const struct nci_client *cl,
 		if (d->req.hdr.type == NC_MSG_ATTACH &&
 		    cl->state == NCI_CLIENT_NEW)
 			d->verdict = NCI_ATTACH;
+		else if (d->req.hdr.type == NC_MSG_REATTACH &&
+		         cl->state == NCI_CLIENT_NEW)
+			d->verdict = NCI_REATTACH;
 		else
 			reply(d, -EPROTO); /* attach first */
 		return;
@@ -134,5 +141,10 @@ void nci_decide(const struct nc_broker_config *c, const struct nci_client *cl,
 	}
 	d->req.client = cl->id;
 	d->req.client_gen = cl->gen;
+	/* The client's own id: the core answers a resend of the same
+	 * request (after a broker restart) from its cache. */
+	d->req.origin_id = d->req.hdr.id;
+	d->req.pid = d->req.uid = d->req.gid = 0;
+	d->req.token = 0;
 	d->verdict = NCI_FORWARD;
 }

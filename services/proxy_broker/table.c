@@ -15,14 +15,20 @@
  * writes it, in its one thread.
  *
  * Why keep it: quotas are counted here (sockets, pending connections), ops
- * naming a socket are checked here before the core sees them, and issue 5
- * (recovery after a core restart) will rebuild listeners and bound sockets
- * from it. A reply that contradicts it (a "new" index that is in use or out
- * of range) is reported to the client as -EIO and changes nothing: the
- * core is trusted, but crashable, so checked anyway.
+ * naming a socket are checked here before the core sees them. A reply that
+ * contradicts it (a "new" index that is in use or out of range) is
+ * reported to the client as -EIO and changes nothing: the core is trusted,
+ * but crashable, so checked anyway. One exception: a SOCKET or ACCEPT the
+ * client resent after a broker restart may name the entry the restarted
+ * broker already learned from the core (same index, same generation).
  *
- * What it does not do: record socket options (recovery will need
- * SO_REUSEADDR and IPV6_V6ONLY at least; not yet).
+ * Restart. A restarted broker fills the table from the core's SOCK_LIST
+ * (nci_table_restore); after a core restart it is emptied
+ * (nci_table_reset), since the new core has no sockets, and the client
+ * re-creates its listeners and datagram sockets through ordinary requests.
+ *
+ * What it does not do: record socket options (the client replays its own
+ * after a core restart).
  */
 #include "services/proxy_broker/broker_internal.h"
 
@@ -68,10 +74,18 @@ static struct nci_sock *new_entry(struct nci_client *cl,
                                   const struct nc_msg_rep *rep)
 {
 	if (cl->socks == NULL || rep->sock < 0 ||
-	    (uint32_t)rep->sock >= cl->params.max_sockets ||
-	    cl->socks[rep->sock].used)
+	    (uint32_t)rep->sock >= cl->params.max_sockets)
 		return NULL;
 	struct nci_sock *s = &cl->socks[rep->sock];
+	if (s->used && s->gen == rep->sock_gen) {
+		/* Resent after a broker restart: already learned. */
+		s->used = false;
+		cl->nsocks--;
+		if (s->state == NCI_SOCK_LISTENING)
+			cl->pending -= s->backlog;
+	}
+	if (s->used)
+		return NULL;
 	memset(s, 0, sizeof(*s));
 	s->used = true;
 	s->gen = rep->sock_gen;
@@ -212,6 +226,8 @@ const char *nci_client_state_name(enum nci_client_state s)
 		return "attached";
 	case NCI_CLIENT_REMOVING:
 		return "removing";
+	case NCI_CLIENT_RECOVERED:
+		return "recovered";
 	}
 	return "?";
 }
@@ -284,4 +300,32 @@ void nci_client_dump(const struct nci_client *cl, FILE *out)
 	for (uint32_t i = 0; i < cl->params.max_sockets; i++)
 		if (cl->socks[i].used)
 			dump_sock(cl, i, out);
+}
+
+void nci_table_reset(struct nci_client *cl)
+{
+	if (cl->socks != NULL)
+		memset(cl->socks, 0,
+		       cl->params.max_sockets * sizeof(*cl->socks));
+	cl->nsocks = 0;
+	cl->pending = 0;
+}
+
+int nci_table_restore(struct nci_client *cl, const struct nc_msg_rep *rep)
+{
+	struct nci_sock *s = new_entry(cl, rep);
+	uint32_t state = rep->opt[2];
+	if (s == NULL)
+		return -EIO;
+	if (state < NCI_SOCK_OPEN || state > NCI_SOCK_CONNECTED) {
+		drop_entry(cl, s);
+		return -EIO;
+	}
+	s->domain = rep->opt[0];
+	s->type = rep->opt[1];
+	s->shut = rep->opt[3] & 3u;
+	s->local = rep->addr;
+	s->peer = rep->peer;
+	set_state(cl, s, state, rep->arg > 0 ? (uint32_t)rep->arg : 0);
+	return 0;
 }

@@ -129,6 +129,11 @@ static void check_rewrite(const struct world *w, const struct nc_msg_req *in,
 	}
 	if (in->hdr.type == NC_MSG_LISTEN)
 		expect.arg = out->arg;
+	/* The client's id travels on as origin_id; what it wrote in the
+	 * broker-only fields is wiped. */
+	expect.origin_id = in->hdr.id;
+	expect.pid = expect.uid = expect.gid = 0;
+	expect.token = 0;
 	FUZZ_CHECK(memcmp(&expect, out, sizeof(expect)) == 0);
 }
 
@@ -191,6 +196,10 @@ static void check_decision(const struct world *w, const uint8_t *buf,
 	case NCI_ATTACH:
 		FUZZ_CHECK(w->cl.state == NCI_CLIENT_NEW &&
 		           in.hdr.type == NC_MSG_ATTACH);
+		break;
+	case NCI_REATTACH:
+		FUZZ_CHECK(w->cl.state == NCI_CLIENT_NEW &&
+		           in.hdr.type == NC_MSG_REATTACH);
 		break;
 	case NCI_FORWARD:
 		check_forward(w, &in, &d->req);
