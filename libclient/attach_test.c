@@ -173,7 +173,7 @@ static void reply_errors_come_back_as_errno(void **state)
 	assert_int_equal(nc_client_detach(c), 0);
 }
 
-static void broker_gone_makes_control_calls_eio(void **state)
+static void broker_gone_for_good_makes_control_calls_eio(void **state)
 {
 	(void)state;
 	struct nc_client *c;
@@ -285,7 +285,7 @@ int main(void)
 	    T(attach_with_params_unlike_the_region_is_eproto),
 	    T(attach_with_nobody_listening_is_enoent),
 	    T(reply_errors_come_back_as_errno),
-	    T(broker_gone_makes_control_calls_eio),
+	    T(broker_gone_for_good_makes_control_calls_eio),
 	    T(forked_child_attaches_anew_and_parent_carries_on),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -385,19 +385,36 @@ static int await_reply(struct nc_client *c, uint32_t id, uint16_t type,
 	}
 }
 
+/* The attach socket failed the way a dead broker makes it fail. */
+static bool broker_gone(int err)
+{
+	return err == -ECONNRESET || err == -EPIPE || err == -ENOTCONN ||
+	       err == -ECONNREFUSED;
+}
+
+/* Attempts per request: the broker may die again while we resend. */
+#define CALL_ATTEMPTS 3
+
 int nci_call_locked(struct nc_client *c, struct nc_msg_req *req,
                     struct nc_msg_rep *rep)
 {
-	if (c->ctl_fd < 0 || c->ctl_dead)
+	if ((c->ctl_fd < 0 && c->broker_path == NULL) || c->ctl_dead)
 		return -EIO;
 	uint16_t type = req->hdr.type;
 	uint32_t id = c->next_id++;
 	nc_msg_init(&req->hdr, (enum nc_msg_type)type, id, sizeof(*req));
-	int err = ctl_send(c->ctl_fd, req);
-	if (err == 0)
-		err = await_reply(c, id, type, rep);
-	if (err == 0)
-		return rep_result(rep);
+	int err = -ECONNRESET;
+	/* A resend keeps the id: the core answers a request it already did
+	 * from its cache instead of doing it twice (proto/msg.h). */
+	for (int i = 0; i < CALL_ATTEMPTS && broker_gone(err); i++) {
+		err = c->ctl_fd >= 0 ? ctl_send(c->ctl_fd, req) : -ECONNRESET;
+		if (err == 0)
+			err = await_reply(c, id, type, rep);
+		if (err == 0)
+			return rep_result(rep);
+		if (broker_gone(err) && nci_reattach(c) != 0)
+			break;
+	}
 	/* A timeout leaves the channel in step (a late reply will be
 	 * recognised by its id); anything else does not. */
 	if (err == -EAGAIN || err == -ETIMEDOUT)
@@ -482,6 +499,33 @@ static int attach_exchange(int fd, struct nc_msg_rep *rep, int fds[3])
 	return 0;
 }
 
+/* A short pause between attempts to reach a restarting broker. */
+static void pause_ms(int ms)
+{
+	poll(NULL, 0, ms);
+}
+
+#define RETRY_PAUSE_MS 20
+
+/* Connects and attaches, retrying while the broker says -EAGAIN (it is
+ * not in step with the core yet) until `deadline`. */
+static int attach_once(const char *path, int *fd, struct nc_msg_rep *rep,
+                       int fds[3])
+{
+	int64_t deadline = nci_deadline_ms(NCI_RECOVER_TIMEOUT_MS);
+	for (;;) {
+		int err = ctl_connect(path, fd);
+		if (!err) {
+			err = attach_exchange(*fd, rep, fds);
+			if (err)
+				close(*fd);
+		}
+		if (err != -EAGAIN || nci_now_ns() >= deadline)
+			return err;
+		pause_ms(RETRY_PAUSE_MS);
+	}
+}
+
 int nc_client_attach(const char *broker_socket_path, struct nc_client **out)
 {
 	int fd = -1, fds[3];
@@ -490,12 +534,10 @@ int nc_client_attach(const char *broker_socket_path, struct nc_client **out)
 		errno = EINVAL;
 		return -1;
 	}
-	int err = ctl_connect(broker_socket_path, &fd);
-	if (!err) {
-		err = attach_exchange(fd, &rep, fds);
-		if (err)
-			close(fd);
-	}
+	char *path = broker_socket_path ? strdup(broker_socket_path) : NULL;
+	int err = path == NULL ? -ENOMEM : 0;
+	if (!err)
+		err = attach_once(broker_socket_path, &fd, &rep, fds);
 	if (!err) {
 		struct nc_client_params p;
 		params_from_rep(&rep, &p);
@@ -503,10 +545,91 @@ int nc_client_attach(const char *broker_socket_path, struct nc_client **out)
 		                      &p, out);
 	}
 	if (err) {
+		free(path);
 		errno = -err;
 		return -1;
 	}
+	(*out)->broker_path = path;
+	(*out)->token = rep.token;
 	return 0;
+}
+
+/* ------------------------------------------------------------- reattach */
+
+static int send_with_fds(int fd, const struct nc_msg_req *req, const int fds[3])
+{
+	union {
+		struct cmsghdr align;
+		char bytes[CMSG_SPACE(3 * sizeof(int))];
+	} cbuf;
+	memset(&cbuf, 0, sizeof(cbuf));
+	struct iovec iov = {.iov_base = (void *)req, .iov_len = sizeof(*req)};
+	struct msghdr mh = {.msg_iov = &iov,
+	                    .msg_iovlen = 1,
+	                    .msg_control = cbuf.bytes,
+	                    .msg_controllen = sizeof(cbuf.bytes)};
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(3 * sizeof(int));
+	memcpy(CMSG_DATA(cm), fds, 3 * sizeof(int));
+	ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL);
+	if (n == (ssize_t)sizeof(*req))
+		return 0;
+	return n < 0 ? -errno : -EPROTO;
+}
+
+/* One REATTACH on a fresh connection: 0 (fd is the new attach socket),
+ * -EAGAIN (try again), or why not. */
+static int reattach_exchange(struct nc_client *c, int fd, int64_t deadline)
+{
+	struct nc_msg_req req;
+	nci_req_init(&req, NC_MSG_REATTACH, NULL);
+	nc_msg_init(&req.hdr, NC_MSG_REATTACH, c->next_id++, sizeof(req));
+	req.client = c->client_id;
+	req.token = c->token;
+	const int fds[3] = {c->region.fd, c->client_bell.fd, c->core_bell.fd};
+	int err = send_with_fds(fd, &req, fds);
+	struct nc_msg_rep rep;
+	int nfds;
+	if (!err)
+		err = ctl_recv(fd, &rep, NULL, 0, &nfds, deadline);
+	if (err)
+		return broker_gone(err) ? -EAGAIN : err;
+	/* A broker holding us while it catches up answers in ATTACH's
+	 * shape; anything but success or -EAGAIN is final. */
+	if (rep.result == -EAGAIN)
+		return -EAGAIN;
+	if (rep.hdr.type != NC_MSG_REATTACH || rep.hdr.id != req.hdr.id)
+		return -EPROTO;
+	return rep_result(&rep);
+}
+
+int nci_reattach(struct nc_client *c)
+{
+	if (c->ctl_fd >= 0)
+		close(c->ctl_fd);
+	c->ctl_fd = -1;
+	if (c->broker_path == NULL)
+		return -EIO;
+	int64_t deadline = nci_deadline_ms(NCI_RECOVER_TIMEOUT_MS);
+	for (;;) {
+		int fd;
+		int err = ctl_connect(c->broker_path, &fd);
+		if (!err) {
+			err = reattach_exchange(c, fd, deadline);
+			if (!err) {
+				c->ctl_fd = fd;
+				return 0;
+			}
+			close(fd);
+		}
+		bool retry =
+		    err == -EAGAIN || err == -ECONNREFUSED || err == -ENOENT;
+		if (!retry || nci_now_ns() >= deadline)
+			return err;
+		pause_ms(RETRY_PAUSE_MS);
+	}
 }
 
 /* ------------------------------------------------------ building, freeing */
@@ -537,7 +660,7 @@ static int map_region(struct nc_client *c, int memfd,
 	return 0;
 }
 
-static int attach_rings(struct nc_client *c)
+int nci_attach_rings(struct nc_client *c)
 {
 	uint32_t slots = c->params.ring_slots;
 	if (nc_ring_attach(&c->free_ring, &c->region, c->layout.free_ring,
@@ -573,6 +696,13 @@ static int init_locks(struct nc_client *c)
 	pthread_mutex_init(&c->ctl_lock, NULL);
 	pthread_mutex_init(&c->data_lock, NULL);
 	pthread_mutex_init(&c->wait_lock, NULL);
+	/* A waiting recovery must not starve behind a stream of readers. */
+	pthread_rwlockattr_t ra;
+	pthread_rwlockattr_init(&ra);
+	pthread_rwlockattr_setkind_np(
+	    &ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&c->core_lock, &ra);
+	pthread_rwlockattr_destroy(&ra);
 	return 0;
 }
 
@@ -588,6 +718,7 @@ static void release_local(struct nc_client *c)
 	free(c->done_q);
 	free(c->held);
 	free(c->socks);
+	free(c->broker_path);
 	free(c);
 }
 
@@ -606,12 +737,13 @@ int nci_client_open(int memfd, int client_bell, int core_bell, int ctl_fd,
 	nc_doorbell_adopt(&c->core_bell, core_bell);
 	c->ctl_fd = ctl_fd;
 	c->client_id = client_id;
-	c->next_id = 2; /* ATTACH was 1 */
+	c->next_id = 2;    /* ATTACH was 1 */
+	c->core_epoch = 1; /* a first attach: proto/client_region.h */
 	c->fork_gen = __atomic_load_n(&nci_fork_gen, __ATOMIC_RELAXED);
 	int err = map_region(c, memfd, p);
 	close(memfd); /* the region holds its own copy */
 	if (!err)
-		err = attach_rings(c);
+		err = nci_attach_rings(c);
 	if (!err)
 		err = alloc_private(c);
 	if (!err)
@@ -642,11 +774,16 @@ int nc_client_detach(struct nc_client *c)
 		release_local(c);
 		return 0;
 	}
+	nci_core_enter(c);
 	pthread_mutex_lock(&c->ctl_lock);
 	for (uint32_t i = 0; i < c->params.max_sockets; i++)
 		if (c->socks[i] != NULL)
 			nci_sock_release(c->socks[i]);
+	while (c->lost != NULL)
+		nci_sock_release(c->lost);
 	pthread_mutex_unlock(&c->ctl_lock);
+	nci_core_leave(c);
+	pthread_rwlock_destroy(&c->core_lock);
 	pthread_mutex_destroy(&c->ctl_lock);
 	pthread_mutex_destroy(&c->data_lock);
 	pthread_mutex_destroy(&c->wait_lock);

@@ -4,6 +4,10 @@
  *
  * Locks, outermost first (a thread never takes one while holding a later
  * one, and none is held while sleeping except as noted):
+ *   client->core_lock read-held by every call using the region (once per
+ *                    thread: nci_core_enter counts nesting), released while
+ *                    sleeping; write-held by a core-restart recovery, which
+ *                    thus runs while no other thread touches the region
  *   sock->lock       one handle's private state (rx queue, flags, rings)
  *   client->ctl_lock the attach socket and the handle table; held across
  *                    one request and its reply (and, for close, across the
@@ -35,6 +39,11 @@
 #define NCI_FREE_BATCH 32u
 /* Largest errno value a peer may hand us (Linux's MAX_ERRNO). */
 #define NCI_MAX_ERRNO 4095
+/* How long a call waits for a restarted broker, or a restarted core's
+ * rings, before it gives up (EIO). */
+#define NCI_RECOVER_TIMEOUT_MS 10000
+/* Options replayed on a socket re-created after a core restart. */
+#define NCI_OPTS_MAX 8
 
 struct nc_client {
 	/* Fixed at attach; read without locks. */
@@ -46,7 +55,12 @@ struct nc_client {
 	uint8_t *pool; /* first buffer */
 	struct nc_doorbell client_bell, core_bell;
 	uint32_t client_id;
+	uint64_t token;        /* proves we are client_id to a new broker */
+	char *broker_path;     /* NULL: no broker (tests) */
 	unsigned int fork_gen; /* nci_fork_gen at attach */
+	pthread_rwlock_t core_lock;
+	uint32_t core_epoch;  /* the core epoch our rings belong to */
+	struct nc_sock *lost; /* handles a core restart reset (ctl_lock) */
 
 	pthread_mutex_t ctl_lock;
 	int ctl_fd; /* -1: no broker (tests) */
@@ -76,6 +90,13 @@ struct nci_rxent {
 	uint32_t off; /* stream: bytes already read from this buffer */
 };
 
+/* A setsockopt the core accepted, to replay after a core restart. */
+struct nci_opt {
+	int level, name;
+	uint32_t len;
+	uint8_t val[NC_MSG_OPT_MAX];
+};
+
 struct nc_sock {
 	struct nc_client *c;
 	pthread_mutex_t lock;
@@ -94,6 +115,15 @@ struct nc_sock {
 	bool cloexec;         /* F_GETFD's answer; there is no descriptor */
 	bool broken;          /* the core broke this channel: EIO */
 	int32_t reported_err; /* pending error we already returned once */
+	/* What a core restart needs to re-create the socket (recover.c). */
+	bool lost;      /* reset by a core restart: no channel any more */
+	bool bound;     /* local holds the name bind gave */
+	bool listening; /* backlog holds what listen asked */
+	int backlog;
+	struct nc_msg_addr local, peer; /* peer: a connected datagram socket */
+	struct nci_opt opts[NCI_OPTS_MAX];
+	uint32_t nopts;
+	struct nc_sock *lost_next; /* the client's list of lost sockets */
 };
 
 /* ---------------------------------------------------------- client.c */
@@ -109,6 +139,26 @@ int nci_client_open(int memfd, int client_bell, int core_bell, int ctl_fd,
                     struct nc_client **out);
 /* 0, or -EBADF in a forked child that must not use this client. */
 int nci_client_usable(const struct nc_client *c);
+/* Attaches the client-wide rings (free, done) as they are now. */
+int nci_attach_rings(struct nc_client *c);
+/* Attach socket lost (broker restart): connect again, REATTACH, retrying
+ * until NCI_RECOVER_TIMEOUT_MS. Caller holds ctl_lock. 0 or -errno. */
+int nci_reattach(struct nc_client *c);
+
+/* ------------------------------------------------------------ recover.c */
+/* Enters a call that uses the region: read-locks core_lock (outermost
+ * call of this thread only), after recovering from a core restart if the
+ * region shows one. */
+void nci_core_enter(struct nc_client *c);
+void nci_core_leave(struct nc_client *c);
+/* Around a sleep: lets go of core_lock entirely, then takes it back (and
+ * recovers, if the core restarted meanwhile). Returns the nesting depth
+ * to give back to nci_core_resume. */
+int nci_core_suspend(struct nc_client *c);
+void nci_core_resume(struct nc_client *c, int depth);
+/* Records a setsockopt the core accepted (replayed after a restart). */
+void nci_opt_record(struct nc_sock *s, int level, int name, const void *val,
+                    uint32_t len);
 
 /* One request, its reply: 0 or -errno from the reply (or EIO, EAGAIN,
  * EPROTO). Caller holds ctl_lock. */
@@ -155,6 +205,13 @@ short nci_connect_readiness(const struct nc_sock *s,
  * 0 or -errno (-EIO: the region disagrees). */
 int nci_sock_adopt(struct nc_client *c, uint32_t idx, uint32_t gen, int domain,
                    int type, struct nc_sock **out);
+/* Puts `s` on channel `idx` generation `gen` (a SOCKET or ACCEPT reply):
+ * checks the channel, attaches its rings, registers it. Caller holds
+ * ctl_lock. 0 or -EIO. */
+int nci_sock_bind_chan(struct nc_client *c, struct nc_sock *s, uint32_t idx,
+                       uint32_t gen);
+/* Takes a lost socket off the client's list of them (ctl_lock held). */
+void nci_lost_unlink(struct nc_client *c, struct nc_sock *s);
 /* CLOSE (ordered after the data sent before, at the core), then takes
  * back everything the channel still lends us, unregisters and frees the
  * handle whatever the reply. Caller holds ctl_lock, not s->lock, and no
@@ -180,7 +237,8 @@ void nci_iov_write(struct nci_iov_cursor *cur, const void *src, size_t n);
 
 /* ------------------------------------------------------------ data.c */
 
-/* The channel's state, copied once and checked. 0 or -EIO. */
+/* The channel's state, copied once and checked (a lost socket shows a
+ * reset). 0 or -EIO. */
 int nci_state(struct nc_sock *s, struct nc_sock_state *out);
 /* Moves what the rx ring holds into the private queue (as far as it fits),
  * checking each descriptor. 0 or -EIO (the socket is then broken). */

@@ -210,6 +210,15 @@ int nci_state(struct nc_sock *s, struct nc_sock_state *out)
 {
 	if (s->broken)
 		return -EIO;
+	if (s->lost) {
+		/* What the core shows for a reset connection. */
+		memset(out, 0, sizeof(*out));
+		out->gen = s->gen;
+		out->events = NC_EV_HUP | NC_EV_ERROR;
+		out->error = ECONNRESET;
+		out->phase = NC_SS_CLOSED;
+		return 0;
+	}
 	const struct nc_sock_state *sh = &s->c->states[s->idx];
 	/* One load per field: the core may write while we look. */
 	out->gen = __atomic_load_n(&sh->gen, __ATOMIC_RELAXED);
@@ -271,6 +280,8 @@ int nci_rx_pull(struct nc_sock *s)
 	 * client's data path is over, receiving included. */
 	if (s->broken || nci_client_error(s->c))
 		return -EIO;
+	if (s->lost)
+		return 0;
 	bool pulled = false;
 	for (;;) {
 		struct nc_desc batch[RETURN_BATCH];
@@ -454,6 +465,10 @@ void nci_rxq_drop_head(struct nc_sock *s)
 
 void nci_rx_drain(struct nc_sock *s)
 {
+	if (s->lost) {
+		s->rxq_n = 0; /* buffers of a dead core: nobody to return to */
+		return;
+	}
 	while (s->rxq_n > 0)
 		rxq_pop(s);
 	/* What is still on the ring is ours too (the core closed the
@@ -486,6 +501,8 @@ int nci_pending_error(const struct nc_sock *s, const struct nc_sock_state *st)
 
 static bool can_send(struct nc_sock *s)
 {
+	if (s->lost)
+		return true; /* so a caller finds out: EPIPE */
 	int space = nc_ring_space(&s->tx);
 	if (space < 0) {
 		s->broken = true;
@@ -567,7 +584,9 @@ int nci_wait(struct nc_sock *s, short want, int64_t deadline_ns)
 	if (nci_readiness(s) & (want | POLLERR))
 		return 0;
 	pthread_mutex_unlock(&s->lock);
+	int depth = nci_core_suspend(c);
 	int err = nci_sleep(c, epoch, deadline_ns);
+	nci_core_resume(c, depth);
 	pthread_mutex_lock(&s->lock);
 	return err == -ETIMEDOUT ? -EAGAIN : 0;
 }

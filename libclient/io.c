@@ -558,15 +558,24 @@ int nc_poll(struct nc_client *c, struct nc_pollfd *fds, size_t n,
 	if (n > 0 && fds == NULL)
 		return (int)set_errno(-EFAULT);
 	int64_t deadline = nci_deadline_ms(timeout_ms);
+	nci_core_enter(c);
 	/* The doorbell first, then the look: what rang it is visible. */
 	nci_consume_bell(c);
+	int ready;
 	for (;;) {
 		uint64_t epoch = nci_epoch(c);
 		nci_arm(c);
-		int ready = poll_scan(c, fds, n);
+		ready = poll_scan(c, fds, n);
 		if (ready > 0 || timeout_ms == 0)
-			return ready;
-		if (nci_sleep(c, epoch, deadline) == -ETIMEDOUT)
-			return poll_scan(c, fds, n);
+			break;
+		int depth = nci_core_suspend(c);
+		int slept = nci_sleep(c, epoch, deadline);
+		nci_core_resume(c, depth);
+		if (slept == -ETIMEDOUT) {
+			ready = poll_scan(c, fds, n);
+			break;
+		}
 	}
+	nci_core_leave(c);
+	return ready;
 }

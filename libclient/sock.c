@@ -45,6 +45,7 @@ int nci_sock_enter(struct nc_sock *s)
 {
 	if (s == NULL || nci_client_usable(s->c) != 0)
 		return -EBADF;
+	nci_core_enter(s->c);
 	pthread_mutex_lock(&s->lock);
 	return 0;
 }
@@ -52,12 +53,17 @@ int nci_sock_enter(struct nc_sock *s)
 void nci_sock_leave(struct nc_sock *s)
 {
 	pthread_mutex_unlock(&s->lock);
+	nci_core_leave(s->c);
 }
 
-/* One request about `s` (caller holds s->lock). */
+/* One request about `s` (caller holds s->lock). A socket a core restart
+ * reset has no channel: nothing to ask (options are accepted and kept,
+ * names and the rest are ENOTCONN, as for a reset Linux socket). */
 static int call(struct nc_sock *s, struct nc_msg_req *req,
                 struct nc_msg_rep *rep)
 {
+	if (s->lost)
+		return req->hdr.type == NC_MSG_SETSOCKOPT ? 0 : -ENOTCONN;
 	return nci_call(s->c, req, rep);
 }
 
@@ -70,12 +76,29 @@ static void sock_free(struct nc_sock *s)
 	free(s);
 }
 
-int nci_sock_adopt(struct nc_client *c, uint32_t idx, uint32_t gen, int domain,
-                   int type, struct nc_sock **out)
+int nci_sock_bind_chan(struct nc_client *c, struct nc_sock *s, uint32_t idx,
+                       uint32_t gen)
 {
 	if (idx >= c->params.max_sockets || c->socks[idx] != NULL ||
 	    __atomic_load_n(&c->states[idx].gen, __ATOMIC_ACQUIRE) != gen)
 		return -EIO; /* the core named a channel it cannot mean */
+	uint32_t slots = c->params.ring_slots;
+	if (nc_ring_attach(&s->tx, &c->region,
+	                   nc_client_tx_ring(&c->layout, idx), slots,
+	                   NC_RING_PRODUCER) != 0 ||
+	    nc_ring_attach(&s->rx, &c->region,
+	                   nc_client_rx_ring(&c->layout, idx), slots,
+	                   NC_RING_CONSUMER) != 0)
+		return -EIO;
+	s->idx = idx;
+	s->gen = gen;
+	c->socks[idx] = s;
+	return 0;
+}
+
+int nci_sock_adopt(struct nc_client *c, uint32_t idx, uint32_t gen, int domain,
+                   int type, struct nc_sock **out)
+{
 	struct nc_sock *s = calloc(1, sizeof(*s));
 	if (s == NULL)
 		return -ENOMEM;
@@ -86,23 +109,15 @@ int nci_sock_adopt(struct nc_client *c, uint32_t idx, uint32_t gen, int domain,
 		return -ENOMEM;
 	}
 	s->c = c;
-	s->idx = idx;
-	s->gen = gen;
 	s->domain = domain;
 	s->type = type;
-	uint32_t slots = c->params.ring_slots;
-	if (nc_ring_attach(&s->tx, &c->region,
-	                   nc_client_tx_ring(&c->layout, idx), slots,
-	                   NC_RING_PRODUCER) != 0 ||
-	    nc_ring_attach(&s->rx, &c->region,
-	                   nc_client_rx_ring(&c->layout, idx), slots,
-	                   NC_RING_CONSUMER) != 0) {
+	int err = nci_sock_bind_chan(c, s, idx, gen);
+	if (err) {
 		free(s->rxq);
 		free(s);
-		return -EIO;
+		return err;
 	}
 	pthread_mutex_init(&s->lock, NULL);
-	c->socks[idx] = s;
 	*out = s;
 	return 0;
 }
@@ -140,6 +155,12 @@ static int create(struct nc_client *c, struct nc_msg_req *req, int domain,
 int nci_sock_release(struct nc_sock *s)
 {
 	struct nc_client *c = s->c;
+	if (s->lost) {
+		/* No channel, nothing lent: a core restart took both. */
+		nci_lost_unlink(c, s);
+		sock_free(s);
+		return 0;
+	}
 	struct nc_msg_req req;
 	struct nc_msg_rep rep;
 	nci_req_init(&req, NC_MSG_CLOSE, s);
@@ -155,9 +176,11 @@ int nc_close(struct nc_sock *s)
 	if (s == NULL || nci_client_usable(s->c) != 0)
 		return fail(-EBADF);
 	struct nc_client *c = s->c;
+	nci_core_enter(c);
 	pthread_mutex_lock(&c->ctl_lock);
 	int err = nci_sock_release(s);
 	pthread_mutex_unlock(&c->ctl_lock);
+	nci_core_leave(c);
 	return err ? fail(err) : 0;
 }
 
@@ -194,7 +217,9 @@ int nc_socket(struct nc_client *c, int domain, int type, int protocol,
 	nci_req_init(&req, NC_MSG_SOCKET, NULL);
 	req.domain = domain;
 	req.type = base;
+	nci_core_enter(c);
 	err = create(c, &req, domain, base, &rep, out);
+	nci_core_leave(c);
 	if (err)
 		return fail(err);
 	(*out)->nonblock = (type & SOCK_NONBLOCK) != 0;
@@ -215,6 +240,11 @@ int nc_bind(struct nc_sock *s, const struct sockaddr *addr, socklen_t len)
 	err = nci_addr_from_sockaddr(s->domain, addr, len, false, &req.addr);
 	if (!err)
 		err = call(s, &req, &rep);
+	if (!err) {
+		/* The name it got (the core's, for port 0), for a restart. */
+		s->bound = true;
+		s->local = rep.addr.family != 0 ? rep.addr : req.addr;
+	}
 	nci_sock_leave(s);
 	return err ? fail(err) : 0;
 }
@@ -229,6 +259,10 @@ int nc_listen(struct nc_sock *s, int backlog)
 	nci_req_init(&req, NC_MSG_LISTEN, s);
 	req.arg = backlog;
 	err = s->type == SOCK_STREAM ? call(s, &req, &rep) : -EOPNOTSUPP;
+	if (!err) {
+		s->listening = true;
+		s->backlog = backlog;
+	}
 	nci_sock_leave(s);
 	return err ? fail(err) : 0;
 }
@@ -381,8 +415,10 @@ static int do_connect(struct nc_sock *s, const struct sockaddr *addr,
 		return connect_outcome(s);
 	err = call(s, &req, &rep);
 	if (s->type == SOCK_DGRAM) {
-		if (err == 0)
+		if (err == 0) {
 			s->dgram_connected = req.addr.family != 0;
+			s->peer = req.addr; /* replayed after a core restart */
+		}
 		return err;
 	}
 	if (err != -EINPROGRESS)
@@ -545,7 +581,10 @@ static int set_forward(struct nc_sock *s, int level, int optname,
 	req.optname = optname;
 	req.optlen = n;
 	memcpy(req.opt, optval, n);
-	return call(s, &req, &rep);
+	int err = call(s, &req, &rep);
+	if (!err)
+		nci_opt_record(s, level, optname, req.opt, n);
+	return err;
 }
 
 int nc_setsockopt(struct nc_sock *s, int level, int optname, const void *optval,

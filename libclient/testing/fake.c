@@ -66,6 +66,10 @@ int fake_init(struct fake *f, const struct nc_client_params *p)
 	    nc_region_at(&f->region, f->l.control, sizeof(*f->control));
 	f->states = nc_region_at(&f->region, f->l.states,
 	                         p->max_sockets * sizeof(*f->states));
+	/* A first attach: all three epochs at 1 (proto/client_region.h). */
+	f->control->core_epoch = 1;
+	f->control->ready_epoch = 1;
+	f->control->client_epoch = 1;
 	err = nc_doorbell_create(&f->client_bell);
 	if (!err)
 		err = nc_doorbell_create(&f->core_bell);

@@ -20,7 +20,7 @@ extern char **environ;
 
 #define PHY_BIN           "services/phy_driver/phy_driver"
 #define CORE_BIN          "services/netcore/netcore_core"
-#define BROKER_BIN "services/proxy_broker/proxy_broker"
+#define BROKER_BIN        "services/proxy_broker/proxy_broker"
 #define ATTACH_TIMEOUT_MS 10000
 
 static int64_t now_ms(void)
@@ -157,6 +157,21 @@ static int start_core(struct nc_testbed *tb)
 	argv[n++] = "--die-with-parent";
 	argv[n] = NULL;
 	return spawn_service(tb, argv, &tb->core_pid);
+}
+
+int nc_testbed_kill_core(struct nc_testbed *tb)
+{
+	if (tb->core_pid <= 0)
+		return -ESRCH;
+	kill(tb->core_pid, SIGKILL);
+	int status = reap(tb->core_pid, now_ms() + 5000);
+	tb->core_pid = 0;
+	return status == 128 + SIGKILL ? 0 : -EIO;
+}
+
+int nc_testbed_start_core(struct nc_testbed *tb)
+{
+	return start_core(tb);
 }
 
 static bool is_socket(const char *path)
