@@ -358,6 +358,11 @@ static const struct rec seed_errors[] = {
     REQ(NC_MSG_CLIENT_ADD),
     REQ(NC_MSG_CLIENT_REMOVE),
     REQ(NC_MSG_SOCKET, .domain = AF_INET, .type = SOCK_STREAM),
+    REQ(NC_MSG_CORE_HELLO),
+    REQ(NC_MSG_CLIENT_LIST),
+    REQ(NC_MSG_SOCK_LIST, .sock = 0),
+    REQ(NC_MSG_REATTACH),
+    REQ(NC_MSG_CLIENT_ADD, .arg = 1),
 };
 
 static const struct rec seed_normalised[] = {
