@@ -61,12 +61,17 @@ static void say_kill(const struct ff_kill *k)
 	       k->violation);
 }
 
-static void say_all(const struct ff_run *run, int rc)
+static void say_all(const struct ff_driver_cfg *cfg, const struct ff_run *run,
+                    int rc)
 {
 	char bytes[32];
 	printf("\n=== report ===");
 	for (int i = 0; i < run->done; i++)
 		say_kill(&run->k[i]);
+	/* The run stops early when the workload itself cannot go on. */
+	for (int i = run->done; i < cfg->kills; i++)
+		printf("\n%s: not killed, the run had already stopped\n",
+		       ff_service_long_name(cfg->plan[i]));
 	printf("\nIn all: %s downloaded and verified byte by byte over %d "
 	       "streams in %.1f s; %llu connection(s) lost; control probes "
 	       "%llu ok, %llu failed (retried).\n",
@@ -119,6 +124,6 @@ int main(void)
 	}
 	if (run.interrupted || interrupted)
 		printf("\ninterrupted; everything was cleaned up.\n");
-	say_all(&run, rc);
+	say_all(&cfg, &run, rc);
 	return rc == 0 ? 0 : 1;
 }

@@ -38,7 +38,7 @@ struct drv {
 	int64_t printed_ms;
 	uint64_t printed_bytes;
 	const char *phase;
-	int kill_no;
+	int current; /* the kill whose window this is; -1: before any */
 	struct ff_totals snap[FF_MAX_KILLS + 1]; /* at each kill, and the end */
 };
 
@@ -115,10 +115,30 @@ static void progress(struct drv *d, bool force)
 
 /* ---------------------------------------------------------------- waits */
 
-/* Something that ends the run: a signal, a failed workload, a child gone.
- * true: stop now (the reason is in run->problem). */
+/* A connection lost where none may be (before any kill, or after a phy
+ * or broker kill): with keep_going off the run stops at once rather than
+ * at the end, and says which kill it was. */
+static bool forbidden_loss(struct drv *d)
+{
+	int i = d->current;
+	uint64_t base = i < 0 ? 0 : d->snap[i].lost;
+	if (d->cfg->keep_going || (i >= 0 && d->cfg->plan[i] == FF_CORE) ||
+	    ff_totals(d->sh, d->cfg->wl.streams).lost == base)
+		return false;
+	if (i < 0)
+		problem(d, "a connection was lost before any kill");
+	else
+		problem(d, "kill %d (%s): a connection was lost", i + 1,
+		        ff_service_name(d->cfg->plan[i]));
+	return true;
+}
+
+/* Something that ends the run: a signal, a failed workload, a child gone,
+ * a forbidden loss. true: stop now (the reason is in run->problem). */
 static bool must_stop(struct drv *d)
 {
+	if (forbidden_loss(d))
+		return true;
 	if (d->cfg->interrupted != NULL && *d->cfg->interrupted) {
 		d->run->interrupted = true;
 		problem(d, "interrupted");
@@ -295,6 +315,7 @@ static bool one_round(struct drv *d, int i)
 	if (wait_until(d, ff_now_ms() + gap, NULL, NULL) == -ECANCELED)
 		return false;
 	d->snap[i] = ff_totals(d->sh, cfg->wl.streams);
+	d->current = i;
 	struct ff_kill *k = &d->run->k[i];
 	k->service = cfg->plan[i];
 	int err = kill_once(d, k);
@@ -358,6 +379,7 @@ int ff_drive(const struct ff_driver_cfg *cfg, struct ff_run *run)
 	d.run = run;
 	d.rng = cfg->seed ? cfg->seed : 0x9e3779b97f4a7c15ull;
 	d.streams.pidfd = d.prober.pidfd = -1;
+	d.current = -1;
 	d.sh = ff_shared_create();
 	if (d.sh == NULL)
 		return -ENOMEM;

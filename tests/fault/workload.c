@@ -179,7 +179,7 @@ struct stream {
 	int64_t since;      /* last progress or state change: stall clock */
 	int64_t retry_at;   /* ST_IDLE: next attempt */
 	int64_t down_since; /* 0 while a connection is up */
-	int pause;          /* next backoff */
+	int pause;          /* next retry's delay; 0 after progress */
 	struct ff_stream_stat *st;
 };
 
@@ -191,7 +191,9 @@ struct streams {
 	uint8_t *buf;
 };
 
-static void st_close(struct stream *x, int64_t now, bool failed_attempt)
+/* Retries come at growing intervals, reset only by progress, so a
+ * connection that keeps failing at once cannot spin. */
+static void st_close(struct stream *x, int64_t now)
 {
 	if (x->s != NULL)
 		nc_close(x->s); /* frees the handle even on error */
@@ -200,13 +202,10 @@ static void st_close(struct stream *x, int64_t now, bool failed_attempt)
 	atomic_store(&x->st->up, 0);
 	if (x->down_since == 0)
 		x->down_since = now;
-	if (failed_attempt) {
-		x->retry_at = now + x->pause;
-		x->pause =
-		    x->pause * 2 > BACKOFF_MAX ? BACKOFF_MAX : x->pause * 2;
-	} else {
-		x->retry_at = now; /* the first retry is immediate */
-	}
+	x->retry_at = now + x->pause;
+	x->pause = x->pause * 2 < BACKOFF_MIN   ? BACKOFF_MIN
+	           : x->pause * 2 > BACKOFF_MAX ? BACKOFF_MAX
+	                                        : x->pause * 2;
 }
 
 static void st_lost(struct stream *x, int err, bool stalled, int64_t now)
@@ -217,7 +216,7 @@ static void st_lost(struct stream *x, int err, bool stalled, int64_t now)
 	if (stalled)
 		atomic_fetch_add(&x->st->stalls, 1);
 	atomic_store(&x->st->last_errno, err);
-	st_close(x, now, false);
+	st_close(x, now);
 }
 
 static void st_connect(struct streams *w, struct stream *x, int64_t now)
@@ -238,7 +237,7 @@ static void st_connect(struct streams *w, struct stream *x, int64_t now)
 failed:
 	atomic_store(&x->st->last_errno, errno);
 	atomic_fetch_add(&x->st->failed_connects, 1);
-	st_close(x, now, true);
+	st_close(x, now);
 }
 
 /* Connected: ask for the rest of the stream from the verified offset. */
@@ -256,14 +255,13 @@ static void st_request(struct streams *w, struct stream *x, short revents,
 		 * connection, so not a lost one. */
 		atomic_store(&x->st->last_errno, errno);
 		atomic_fetch_add(&x->st->failed_connects, 1);
-		st_close(x, now, true);
+		st_close(x, now);
 		return;
 	}
 	x->end = x->offset + r.length;
 	x->state = ST_RECEIVING;
 	x->since = now;
 	x->down_since = 0;
-	x->pause = BACKOFF_MIN;
 	atomic_fetch_add(&x->st->connects, 1);
 	atomic_store(&x->st->up, 1);
 }
@@ -289,6 +287,7 @@ static bool st_verify(struct streams *w, struct stream *x, size_t n)
 		return false;
 	}
 	x->offset += n;
+	x->pause = 0;
 	atomic_fetch_add(&x->st->verified, n);
 	atomic_store(&x->st->last_ms, ff_now_ms());
 	answer_mark(w->sh, &x->st->mark_gen, &x->st->mark_ms);
@@ -310,7 +309,7 @@ static bool st_receive(struct streams *w, struct stream *x, int64_t now)
 		if (n < 0 && errno == EAGAIN)
 			return true;
 		if (n == 0 && x->offset == x->end)
-			st_close(x, now, false); /* done: roll over */
+			st_close(x, now); /* done: roll over */
 		else
 			st_lost(x, n == 0 ? ENODATA : errno, false, now);
 		return true;
@@ -328,7 +327,6 @@ static void st_init(struct streams *w, int i)
 	x->id = (w->cfg->seed << 8 | (uint64_t)i) ^ 0x5354000000000000ull;
 	x->addr =
 	    (i % 2 && w->cfg->server6) ? w->cfg->server6 : w->cfg->server4;
-	x->pause = BACKOFF_MIN;
 	x->st = &w->sh->s[i];
 	x->down_since = ff_now_ms();
 }
@@ -341,7 +339,7 @@ static bool st_timers(struct streams *w, struct stream *x, int64_t now)
 	else if (x->state == ST_CONNECTING &&
 	         now - x->since > w->cfg->stall_ms) {
 		atomic_fetch_add(&x->st->failed_connects, 1);
-		st_close(x, now, true);
+		st_close(x, now);
 	}
 	if (x->state == ST_IDLE && now >= x->retry_at)
 		st_connect(w, x, now);
