@@ -233,6 +233,13 @@ static int kill_once(struct drv *d, struct ff_kill *k)
 	err = ops->wait_back(ops->ctx, k->service, deadline);
 	int64_t t_back = ff_now_ms();
 	k->restart_ms = t_back - t_kill;
+	if (must_stop(d)) {
+		/* A Ctrl-C also reaches the service being restarted, which
+		 * then fails for reasons of ours, not its own. */
+		snprintf(k->violation, sizeof(k->violation),
+		         "the run stopped before it recovered");
+		return -ECANCELED;
+	}
 	if (err) {
 		snprintf(k->violation, sizeof(k->violation),
 		         "not back after %lld ms: %s", (long long)k->restart_ms,
@@ -243,8 +250,11 @@ static int kill_once(struct drv *d, struct ff_kill *k)
 	d->phase = "back, waiting for traffic";
 	struct answered a;
 	err = wait_until(d, deadline, mark_answered, &a);
-	if (err == -ECANCELED)
+	if (err == -ECANCELED) {
+		snprintf(k->violation, sizeof(k->violation),
+		         "the run stopped before it recovered");
 		return err;
+	}
 	if (err) {
 		char who[96];
 		stuck_streams(d, who, sizeof(who));
@@ -351,8 +361,10 @@ static void finish(struct drv *d, bool traffic_ran)
 	d->snap[d->run->done] = ff_totals(d->sh, d->cfg->wl.streams);
 	d->phase = "stopping";
 	progress(d, true);
-	if (d->cfg->progress)
+	if (d->cfg->progress) {
 		printf("\n");
+		fflush(stdout);
+	}
 	stop_children(d);
 	struct ff_totals end = ff_totals(d->sh, d->cfg->wl.streams);
 	d->run->verified = end.verified;
