@@ -284,6 +284,12 @@ static void judge(const struct ff_driver_cfg *cfg, struct ff_kill *k)
 		         "%s kill: %llu connection(s) stalled instead of "
 		         "failing with an error",
 		         who, (unsigned long long)k->stalls);
+	else if (k->lost > k->resets)
+		snprintf(k->violation, sizeof(k->violation),
+		         "%s kill: %llu connection(s) ended with %s, not "
+		         "ECONNRESET",
+		         who, (unsigned long long)(k->lost - k->resets),
+		         strerror(k->lost_errno));
 	else if (k->data_ms > cfg->max_recovery_ms)
 		snprintf(k->violation, sizeof(k->violation),
 		         "%s kill: data recovery %lld ms > %d ms", who,
@@ -300,6 +306,7 @@ static void attribute(struct drv *d)
 		k->resets = b->resets - a->resets;
 		k->stalls = b->stalls - a->stalls;
 		k->verified = b->verified - a->verified;
+		k->lost_errno = b->lost_errno;
 		judge(d->cfg, k);
 		if (k->violation[0] != '\0')
 			problem(d, "kill %d (%s at %.1f s): %s", i + 1,
@@ -417,13 +424,13 @@ static int cmp_i64(const void *a, const void *b)
 
 /* Median and max of one field over the recovered kills of a service. */
 static int stats(const struct ff_run *run, enum ff_service s, size_t field,
-                 int64_t *median, int64_t *max)
+                 bool recovered_only, int64_t *median, int64_t *max)
 {
 	int64_t v[FF_MAX_KILLS];
 	int n = 0;
 	for (int i = 0; i < run->done; i++) {
 		const struct ff_kill *k = &run->k[i];
-		if (k->service == s && k->recovered)
+		if (k->service == s && (k->recovered || !recovered_only))
 			v[n++] = *(const int64_t *)((const char *)k + field);
 	}
 	if (n == 0)
@@ -432,6 +439,18 @@ static int stats(const struct ff_run *run, enum ff_service s, size_t field,
 	*median = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 	*max = v[n - 1];
 	return n;
+}
+
+/* "median/max" over the recovered kills, or "-" if none recovered. */
+static void median_max(const struct ff_run *run, enum ff_service s,
+                       size_t field, char *out, size_t cap)
+{
+	int64_t median, max;
+	if (stats(run, s, field, true, &median, &max) == 0)
+		snprintf(out, cap, "-");
+	else
+		snprintf(out, cap, "%lld/%lld", (long long)median,
+		         (long long)max);
 }
 
 static void table_row(FILE *f, const struct ff_run *run, enum ff_service s)
@@ -450,29 +469,39 @@ static void table_row(FILE *f, const struct ff_run *run, enum ff_service s)
 	}
 	if (kills == 0)
 		return;
-	int64_t dm = 0, dx = 0, cm = 0, cx = 0, rm = 0, rx = 0;
-	stats(run, s, offsetof(struct ff_kill, data_ms), &dm, &dx);
-	stats(run, s, offsetof(struct ff_kill, ctl_ms), &cm, &cx);
-	stats(run, s, offsetof(struct ff_kill, restart_ms), &rm, &rx);
-	char human[32];
-	fprintf(f,
-	        "%-7s %5d %6llu %6llu %11s %7lld/%-7lld %7lld/%-7lld "
-	        "%6lld/%-6lld %s\n",
+	char human[32], data[32], ctl[32];
+	median_max(run, s, offsetof(struct ff_kill, data_ms), data,
+	           sizeof(data));
+	median_max(run, s, offsetof(struct ff_kill, ctl_ms), ctl, sizeof(ctl));
+	/* Restart time of every kill that came back, recovered or not. */
+	char restart[32];
+	int64_t rm = 0, rx = 0;
+	stats(run, s, offsetof(struct ff_kill, restart_ms), false, &rm, &rx);
+	snprintf(restart, sizeof(restart), "%lld/%lld", (long long)rm,
+	         (long long)rx);
+	fprintf(f, "%-7s %5d %6llu %6llu %11s %-13s %-13s %-13s %s\n",
 	        ff_service_name(s), kills, (unsigned long long)lost,
 	        (unsigned long long)resets,
-	        ff_human((double)bytes, human, sizeof(human)), (long long)dm,
-	        (long long)dx, (long long)cm, (long long)cx, (long long)rm,
-	        (long long)rx, bad ? "VIOLATED" : "ok");
+	        ff_human((double)bytes, human, sizeof(human)), data, ctl,
+	        restart, bad ? "VIOLATED" : "ok");
 }
 
 void ff_report_table(FILE *f, const struct ff_run *run)
 {
-	fprintf(f, "service kills   lost resets    verified   data ms       "
-	           "control ms    restart ms    semantics\n"
-	           "                                          median/max    "
-	           "median/max    median/max\n");
+	fprintf(f, "%-7s %5s %6s %6s %11s %-13s %-13s %-13s %s\n", "service",
+	        "kills", "lost", "resets", "verified", "data ms", "control ms",
+	        "restart ms", "semantics");
+	fprintf(f, "%39s %-13s %-13s %-13s\n", "", "median/max", "median/max",
+	        "median/max");
 	for (int s = 0; s < FF_NSERVICES; s++)
 		table_row(f, run, (enum ff_service)s);
+	for (int i = 0; i < run->done; i++) {
+		const struct ff_kill *k = &run->k[i];
+		if (k->violation[0] != '\0')
+			fprintf(f, "kill %d (%s at %.1f s): %s\n", i + 1,
+			        ff_service_name(k->service),
+			        (double)k->at_ms / 1000.0, k->violation);
+	}
 	char human[32];
 	fprintf(f,
 	        "total: %s verified byte by byte on %d streams in %.1f s, "

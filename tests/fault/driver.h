@@ -23,7 +23,8 @@
  * The semantics it enforces (DESIGN.md's failure table), per kill:
  *   phy     no connection lost;
  *   broker  no connection lost (data keeps flowing), control back;
- *   core    connections may be lost, but with an error, never a stall;
+ *   core    connections may be lost, but with a clear error (ECONNRESET,
+ *           EPIPE), never a stall or another error;
  *   all     every byte right, the service back and everything moving
  *           again within recovery_ms, data recovery below max_recovery_ms.
  * A violation ends the run (or, with keep_going, is recorded and the run
@@ -69,7 +70,8 @@ struct ff_kill {
 	int64_t ctl_ms;     /* kill until a new control probe succeeded */
 	bool recovered;
 	uint64_t lost, resets, stalls, verified; /* until the next kill */
-	char violation[160];                     /* empty: none */
+	int lost_errno;      /* a lost connection's error, if any */
+	char violation[160]; /* empty: none */
 };
 
 struct ff_run {

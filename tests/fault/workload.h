@@ -52,8 +52,9 @@ struct ff_stream_stat {
 	_Atomic int64_t last_ms; /* last progress (ff_now_ms clock) */
 	_Atomic int64_t mark_ms; /* first progress after mark mark_gen */
 	_Atomic uint64_t mark_gen;
-	_Atomic int up; /* a connection is established */
-	_Atomic int last_errno;
+	_Atomic int up;         /* a connection is established */
+	_Atomic int last_errno; /* of the latest failure of any kind */
+	_Atomic int lost_errno; /* of the latest lost connection */
 };
 
 struct ff_probe_stat {
@@ -111,6 +112,7 @@ bool ff_mark_answered(struct ff_shared *sh, int streams, int64_t *data_ms,
 struct ff_totals {
 	uint64_t verified, lost, resets, stalls, connects;
 	int up;
+	int lost_errno; /* of some stream's latest lost connection */
 };
 struct ff_totals ff_totals(struct ff_shared *sh, int streams);
 
