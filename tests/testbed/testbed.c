@@ -224,6 +224,53 @@ int nc_testbed_kill_broker(struct nc_testbed *tb)
 	return status == 128 + SIGKILL ? 0 : -EIO;
 }
 
+int nc_testbed_kill_core(struct nc_testbed *tb)
+{
+	if (tb->core_pid <= 0)
+		return -ESRCH;
+	kill(tb->core_pid, SIGKILL);
+	int status = reap(tb->core_pid, now_ms() + 5000);
+	tb->core_pid = 0;
+	return status == 128 + SIGKILL ? 0 : -EIO;
+}
+
+/* A new core bumps core_epoch; a surviving phy sees it and asks again.
+ * The link is back once the grant carries the new epoch. */
+static bool core_granted(const struct nc_testbed *tb, uint32_t old_epoch)
+{
+	struct nc_phy_control *c = control(tb);
+	uint32_t epoch = ck_pr_load_uint(&c->core_epoch);
+	uint32_t req = ck_pr_load_uint(&c->phy_request);
+	return epoch != old_epoch &&
+	       ck_pr_load_uint(&c->granted_epoch) == epoch &&
+	       ck_pr_load_uint(&c->phy_granted) == req;
+}
+
+int nc_testbed_start_core(struct nc_testbed *tb)
+{
+	uint32_t old_epoch = ck_pr_load_uint(&control(tb)->core_epoch);
+	if (tb->core_fds[0] != '\0')
+		unlink(tb->core_fds); /* so the wait below sees the new one */
+	int err = start_core(tb);
+	if (err)
+		return err;
+	int64_t deadline = now_ms() + ATTACH_TIMEOUT_MS;
+	while (!core_granted(tb, old_epoch)) {
+		int status;
+		if (waitpid(tb->core_pid, &status, WNOHANG) == tb->core_pid) {
+			tb->core_pid = 0;
+			return -ECHILD;
+		}
+		if (now_ms() > deadline)
+			return -ETIMEDOUT;
+		struct timespec ts = {0, 2 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	if (tb->core_fds[0] == '\0')
+		return 0;
+	return wait_socket(tb->core_fds, tb->core_pid);
+}
+
 static int make_run_dir(struct nc_testbed *tb)
 {
 	snprintf(tb->run_dir, sizeof(tb->run_dir), "/tmp/nctb-XXXXXX");

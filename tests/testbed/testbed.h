@@ -70,6 +70,14 @@ int nc_testbed_kill_phy(struct nc_testbed *tb);
 /* Starts the phy driver and waits (bounded) for it to attach. */
 int nc_testbed_start_phy(struct nc_testbed *tb);
 
+/*
+ * SIGKILLs the core and reaps it / starts a new one on the same region and
+ * waits (bounded) until it has granted the phy fresh rings and, with
+ * sockets, listens for the broker again. For fault tests.
+ */
+int nc_testbed_kill_core(struct nc_testbed *tb);
+int nc_testbed_start_core(struct nc_testbed *tb);
+
 /* Moves the calling thread into the namespace (root needed). */
 int nc_testbed_enter(struct nc_testbed *tb);
 
