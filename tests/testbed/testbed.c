@@ -159,21 +159,6 @@ static int start_core(struct nc_testbed *tb)
 	return spawn_service(tb, argv, &tb->core_pid);
 }
 
-int nc_testbed_kill_core(struct nc_testbed *tb)
-{
-	if (tb->core_pid <= 0)
-		return -ESRCH;
-	kill(tb->core_pid, SIGKILL);
-	int status = reap(tb->core_pid, now_ms() + 5000);
-	tb->core_pid = 0;
-	return status == 128 + SIGKILL ? 0 : -EIO;
-}
-
-int nc_testbed_start_core(struct nc_testbed *tb)
-{
-	return start_core(tb);
-}
-
 static bool is_socket(const char *path)
 {
 	struct stat st;

@@ -54,10 +54,6 @@ int nc_testbed_start(struct nc_testbed *tb, const char *tag,
 int nc_testbed_start_sockets(struct nc_testbed *tb, const char *tag,
                              uint16_t echo_port, const char *broker_config);
 
-/* SIGKILLs the core / starts it again on the same region and doorbells
- * (it re-handshakes with the phy; the broker re-adds its clients). */
-int nc_testbed_kill_core(struct nc_testbed *tb);
-int nc_testbed_start_core(struct nc_testbed *tb);
 /* SIGKILLs the broker / starts it again (and waits until it listens). */
 int nc_testbed_kill_broker(struct nc_testbed *tb);
 int nc_testbed_start_broker(struct nc_testbed *tb, const char *config);
