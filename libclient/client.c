@@ -385,6 +385,18 @@ static int await_reply(struct nc_client *c, uint32_t id, uint16_t type,
 	}
 }
 
+/* A reply's result; a failure that comes while the core restarted under
+ * the call speaks of sockets that are gone: a reset (nc_socket retries
+ * after catching up with the new core). */
+static int result_now(const struct nc_client *c, const struct nc_msg_rep *rep)
+{
+	int r = rep_result(rep);
+	if (r < 0 && __atomic_load_n(&c->control->core_epoch,
+	                             __ATOMIC_ACQUIRE) != c->core_epoch)
+		return -ECONNRESET;
+	return r;
+}
+
 /* The attach socket failed the way a dead broker makes it fail. */
 static bool broker_gone(int err)
 {
@@ -411,7 +423,7 @@ int nci_call_locked(struct nc_client *c, struct nc_msg_req *req,
 		if (err == 0)
 			err = await_reply(c, id, type, rep);
 		if (err == 0)
-			return rep_result(rep);
+			return result_now(c, rep);
 		if (broker_gone(err) && nci_reattach(c) != 0)
 			break;
 	}

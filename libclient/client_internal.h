@@ -151,6 +151,9 @@ int nci_reattach(struct nc_client *c);
  * region shows one. */
 void nci_core_enter(struct nc_client *c);
 void nci_core_leave(struct nc_client *c);
+/* True if the region shows a core newer than the one we are in step with
+ * (the next nci_core_enter recovers). */
+bool nci_core_restarted(const struct nc_client *c);
 /* Around a sleep: lets go of core_lock entirely, then takes it back (and
  * recovers, if the core restarted meanwhile). Returns the nesting depth
  * to give back to nci_core_resume. */

@@ -276,6 +276,11 @@ void nci_core_enter(struct nc_client *c)
 	}
 }
 
+bool nci_core_restarted(const struct nc_client *c)
+{
+	return load_epoch(&c->control->core_epoch) != c->core_epoch;
+}
+
 void nci_core_leave(struct nc_client *c)
 {
 	if (--core_depth == 0)

@@ -219,6 +219,15 @@ int nc_socket(struct nc_client *c, int domain, int type, int protocol,
 	req.type = base;
 	nci_core_enter(c);
 	err = create(c, &req, domain, base, &rep, out);
+	if (err == -ECONNRESET && nci_core_restarted(c)) {
+		/* The core restarted during the call: catch up, ask again. */
+		nci_core_leave(c);
+		nci_core_enter(c);
+		nci_req_init(&req, NC_MSG_SOCKET, NULL);
+		req.domain = domain;
+		req.type = base;
+		err = create(c, &req, domain, base, &rep, out);
+	}
 	nci_core_leave(c);
 	if (err)
 		return fail(err);

@@ -460,7 +460,8 @@ static void on_forward_done(void *arg, int status, const struct nc_msg_rep *rep)
 	/* -ECONNRESET from the core: it dropped this client (docs), unless
 	 * the call went to a new core, which does not know it yet. */
 	bool dropped = status == 0 && result == -ECONNRESET &&
-	               cl->call_adds == nci_core_pipe_adds(b->core);
+	               cl->call_adds == nci_core_pipe_adds(b->core) &&
+	               !nci_sync_pending(b);
 	if (nci_send_rep(cl->fd, &out, NULL, 0) != 0 || dropped) {
 		nci_client_lost(b, cl);
 		return;
@@ -469,21 +470,32 @@ static void on_forward_done(void *arg, int status, const struct nc_msg_rep *rep)
 	nci_sync_after_call(b, cl);
 }
 
+void nci_forward_held(struct nc_broker *b, struct nci_client *cl)
+{
+	cl->held = false;
+	cl->call_adds = nci_core_pipe_adds(b->core);
+	if (nci_core_call(b->core, &cl->fwd, b->cfg.core_timeout_ms,
+	                  on_forward_done, cl, &cl->call) != 0) {
+		cl->call = NULL;
+		b->st.core_errors++;
+		answer(b, cl, &cl->reply_hdr, -EAGAIN);
+		return;
+	}
+	b->st.forwarded++;
+}
+
+/* While the core may be a new one that does not know the client yet (a
+ * sync is due or running), the request waits: the sync forwards it, or
+ * answers it if the client's sockets went with the old core. */
 static void forward(struct nc_broker *b, struct nci_client *cl,
                     const struct nci_decision *d)
 {
 	cl->reply_hdr = d->hdr;
 	cl->fwd = d->req;
-	cl->call_adds = nci_core_pipe_adds(b->core);
-	if (nci_core_call(b->core, &d->req, b->cfg.core_timeout_ms,
-	                  on_forward_done, cl, &cl->call) != 0) {
-		cl->call = NULL;
-		b->st.core_errors++;
-		answer(b, cl, &d->hdr, -EAGAIN);
-		return;
-	}
-	b->st.forwarded++;
 	nci_set_reading(b, cl, false);
+	cl->held = true;
+	if (!nci_sync_pending(b))
+		nci_forward_held(b, cl);
 }
 
 /* ------------------------------------------------------------ client input */

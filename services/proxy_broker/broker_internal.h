@@ -86,6 +86,7 @@ struct nci_client {
 	struct nci_call *call; /* the one request to the core in flight */
 	uint32_t call_adds;    /* core connections made when it started */
 	bool readd;            /* the core restarted: add again after call */
+	bool held;             /* fwd waits for a sync to finish */
 	uint64_t token;        /* reattach secret (ATTACH reply, core) */
 	struct nci_pidwatch pidw;    /* RECOVERED only */
 	struct nc_msg_req fwd;       /* that request, as forwarded */
@@ -232,6 +233,8 @@ void nci_rep_init(struct nc_msg_rep *rep, const struct nc_msg_hdr *asked,
                   int32_t result);
 /* Links a new entry into the broker's list (nclients counted). */
 void nci_link_client(struct nc_broker *b, struct nci_client *cl);
+/* Sends the held request (cl->fwd) to the core now. */
+void nci_forward_held(struct nc_broker *b, struct nci_client *cl);
 /* Sends the fds and CLIENT_ADD (arg: 1 = adopt a live region). */
 int32_t nci_start_add(struct nc_broker *b, struct nci_client *cl, int32_t arg,
                       nci_done_fn done);
@@ -239,6 +242,9 @@ int32_t nci_start_add(struct nc_broker *b, struct nci_client *cl, int32_t arg,
 /* recover.c: keeping the tables in step with the core across restarts. */
 /* After each loop turn: starts a sync when the core connection is new. */
 void nci_sync_poll(struct nc_broker *b);
+/* True while the core may not know the clients the broker knows (a new
+ * connection not yet asked, or a sync running): requests wait. */
+bool nci_sync_pending(const struct nc_broker *b);
 /* Milliseconds until the sync wants to run again, or -1. */
 int nci_sync_timeout(const struct nc_broker *b);
 /* A call of `cl` finished: runs a re-add the core restart deferred. */

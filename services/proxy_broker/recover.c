@@ -66,16 +66,35 @@ static void sync_failed(struct nc_broker *b)
 	b->st.core_errors++;
 }
 
+static void readd(struct nc_broker *b, struct nci_client *cl);
+
+/* After a sync: held requests go on (unless another sync is due), and
+ * re-adds that failed for want of a core are tried again. */
+static void resume_clients(struct nc_broker *b)
+{
+	struct nci_client *next;
+	for (struct nci_client *cl = b->clients; cl != NULL; cl = next) {
+		next = cl->next;
+		if (nci_sync_pending(b))
+			return;
+		if (cl->gone || cl->call != NULL)
+			continue;
+		if (cl->readd)
+			readd(b, cl);
+		else if (cl->state == NCI_CLIENT_NEW)
+			nci_set_reading(b, cl, true);
+		else if (cl->held && cl->state == NCI_CLIENT_ATTACHED)
+			nci_forward_held(b, cl);
+	}
+}
+
 static void sync_done(struct nc_broker *b)
 {
 	b->sync_busy = false;
 	b->sync_failed = false;
 	b->synced = true;
 	b->listing = NULL;
-	/* Connections that came meanwhile: their ATTACH may be read now. */
-	for (struct nci_client *cl = b->clients; cl != NULL; cl = cl->next)
-		if (cl->state == NCI_CLIENT_NEW && !cl->gone)
-			nci_set_reading(b, cl, true);
+	resume_clients(b);
 }
 
 /* ------------------------------------------------- broker restart: list */
@@ -196,23 +215,55 @@ static void on_client_listed(void *arg, int status,
 
 /* --------------------------------------------------- core restart: re-add */
 
+/* A request held across a core restart named sockets that died with the
+ * old core (SOCKET names none, but the client must first let go of the
+ * old rings): either way it is answered as reset, and libclient retries a
+ * SOCKET once it has caught up. */
+static void answer_held(struct nc_broker *b, struct nci_client *cl)
+{
+	if (!cl->held)
+		return;
+	cl->held = false;
+	struct nc_msg_rep rep;
+	nci_rep_init(&rep, &cl->reply_hdr, -ECONNRESET);
+	if (nci_send_rep(cl->fd, &rep, NULL, 0) != 0)
+		nci_client_lost(b, cl);
+}
+
+/* A re-add that failed because the core went away again (or is not
+ * reachable yet) is tried again after the next sync; one the core
+ * refused is final. */
+static bool readd_retryable(int status, const struct nc_msg_rep *rep)
+{
+	return status != 0 || rep->result == -EAGAIN ||
+	       rep->result == -ENOENT || rep->result == -ECONNRESET;
+}
+
 static void on_readd_done(void *arg, int status, const struct nc_msg_rep *rep)
 {
 	struct nci_client *cl = arg;
 	struct nc_broker *b = cl->broker;
 	cl->call = NULL;
-	if (status != 0 || rep->result < 0) {
-		b->st.core_errors++;
-		if (status == 0)
-			cl->known_to_core = false;
-		nci_client_lost(b, cl);
-		return;
-	}
 	if (cl->gone) {
 		nci_client_lost(b, cl);
 		return;
 	}
+	if (status != 0 || rep->result < 0) {
+		b->st.core_errors++;
+		if (!readd_retryable(status, rep)) {
+			cl->known_to_core = false;
+			nci_client_lost(b, cl);
+			return;
+		}
+		cl->readd = true;
+		if (!nci_sync_pending(b))
+			sync_failed(b); /* a HELLO later, then resume_clients */
+		return;
+	}
 	cl->state = NCI_CLIENT_ATTACHED;
+	answer_held(b, cl);
+	if (cl->gone)
+		return;
 	nci_set_reading(b, cl, true);
 	nci_sync_after_call(b, cl); /* another restart meanwhile */
 }
@@ -223,8 +274,11 @@ static void readd(struct nc_broker *b, struct nci_client *cl)
 	nci_table_reset(cl);
 	cl->state = NCI_CLIENT_ADDING;
 	nci_set_reading(b, cl, false);
-	if (nci_start_add(b, cl, 1, on_readd_done) != 0)
-		nci_client_lost(b, cl);
+	if (nci_start_add(b, cl, 1, on_readd_done) != 0) {
+		cl->readd = true; /* no core to talk to yet: later */
+		if (!nci_sync_pending(b))
+			sync_failed(b);
+	}
 }
 
 static void readd_all(struct nc_broker *b)
@@ -306,6 +360,12 @@ void nci_sync_poll(struct nc_broker *b)
 	if (!b->synced && b->core_boot != 0 && retry)
 		b->core_boot = 0;
 	sync_call(b, NC_MSG_CORE_HELLO, 0, 0, -1, on_hello);
+}
+
+bool nci_sync_pending(const struct nc_broker *b)
+{
+	return !b->synced || b->sync_busy || b->sync_failed ||
+	       nci_core_pipe_adds(b->core) != b->seen_adds;
 }
 
 int nci_sync_timeout(const struct nc_broker *b)
