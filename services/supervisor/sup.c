@@ -94,7 +94,8 @@ static int find_binary(const struct nci_sup *s, struct nci_svc *svc)
 {
 	const char *given = s->cfg.binary[svc->id];
 	if (given[0]) {
-		snprintf(svc->binary, sizeof(svc->binary), "%s", given);
+		/* Fits: binary is longer than any config path. */
+		memcpy(svc->binary, given, strlen(given) + 1);
 		return executable(given) ? 0 : -ENOENT;
 	}
 	char exe[NC_SUP_PATH_MAX * 2];
@@ -210,8 +211,10 @@ static void derive_paths(struct nci_sup *s)
 		svc->state = NC_SVC_STOPPED;
 		svc->backoff_ms = s->cfg.backoff_initial_ms;
 		strcpy(svc->last_exit, "-");
-		snprintf(svc->health_url, sizeof(svc->health_url),
-		         "ipc://%s/%s.health", dir, name(svc));
+		char url[sizeof(svc->health_url)];
+		snprintf(url, sizeof(url), "ipc://%s/%s.health", dir,
+		         name(svc));
+		memcpy(svc->health_url, url, sizeof(url));
 	}
 }
 
