@@ -37,7 +37,10 @@
  * What it does not do: restore clients or sockets after a restart (the
  * broker and core do that, issue 5), reload its config, or supervise
  * itself. A supervisor killed with SIGKILL loses its services (they have
- * --die-with-parent) but leaves socket files and a persistent TUN behind.
+ * --die-with-parent and exit cleanly) but leaves its control socket file
+ * and the persistent TUN behind; the next `up` replaces the one and, from
+ * the marker RUN_DIR/tun.created, knows the other for its own and removes
+ * it at `stop`.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -157,6 +160,48 @@ static int tun_delete(const char *tun)
 		rc = -errno;
 	close(fd);
 	return rc;
+}
+
+/*
+ * RUN_DIR/tun.created names the device a supervisor created, so that one
+ * killed before it could remove it does not make its successor mistake
+ * the device for somebody else's (and keep it at stop).
+ */
+static void marker_path(const struct nci_sup *s, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s/tun.created", s->cfg.run_dir);
+}
+
+static void marker_text(const struct nci_sup *s, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s %s\n", s->cfg.tun,
+	         s->cfg.netns[0] ? s->cfg.netns : "current");
+}
+
+static bool tun_marked(const struct nci_sup *s)
+{
+	char path[NC_SUP_PATH_MAX], want[NC_SUP_PATH_MAX + 32];
+	char got[sizeof(want)] = {0};
+	marker_path(s, path, sizeof(path));
+	marker_text(s, want, sizeof(want));
+	FILE *f = fopen(path, "re");
+	if (f == NULL)
+		return false;
+	size_t n = fread(got, 1, sizeof(got) - 1, f);
+	fclose(f);
+	return n == strlen(want) && memcmp(got, want, n) == 0;
+}
+
+static void mark_tun(const struct nci_sup *s)
+{
+	char path[NC_SUP_PATH_MAX], text[NC_SUP_PATH_MAX + 32];
+	marker_path(s, path, sizeof(path));
+	marker_text(s, text, sizeof(text));
+	FILE *f = fopen(path, "we");
+	if (f == NULL)
+		return;
+	fputs(text, f);
+	fclose(f);
 }
 
 static int make_run_dir(struct nci_sup *s)
@@ -300,7 +345,9 @@ static int set_up(struct nci_sup *s)
 	err = in_netns(s->cfg.netns, tun_exists, s->cfg.tun);
 	if (err < 0)
 		return fail(s->cfg.netns, err);
-	s->tun_existed = err == 1;
+	s->tun_existed = err == 1 && !tun_marked(s);
+	if (!s->tun_existed)
+		mark_tun(s);
 	if ((err = make_region(s)) != 0)
 		return fail("phy region", err);
 	return 0;
@@ -760,6 +807,10 @@ static void clean_up(struct nci_sup *s)
 		if (err)
 			nc_log(NC_LOG_WARN, "could not remove TUN %s: %s",
 			       s->cfg.tun, strerror(-err));
+		char path[NC_SUP_PATH_MAX];
+		marker_path(s, path, sizeof(path));
+		if (!err)
+			unlink(path);
 	}
 	for (int i = 0; i < 3; i++)
 		if (s->inherit[i] >= 0)
