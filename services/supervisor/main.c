@@ -142,12 +142,19 @@ static int daemonize(const struct options *o, const struct nc_sup_config *c)
 	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
 	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
 	posix_spawn_file_actions_adddup2(&fa, p[1], 3);
+	posix_spawn_file_actions_addclosefrom_np(&fa, 4);
 	posix_spawnattr_t attr;
 	posix_spawnattr_init(&attr);
 	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID);
+	/* By its real path, so that ps shows "netcore", not "exe". */
+	char exe[4096] = "/proc/self/exe";
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n > 0)
+		exe[n] = '\0';
+	else
+		strcpy(exe, "/proc/self/exe");
 	pid_t pid;
-	int err =
-	    posix_spawn(&pid, "/proc/self/exe", &fa, &attr, argv, environ);
+	int err = posix_spawn(&pid, exe, &fa, &attr, argv, environ);
 	posix_spawnattr_destroy(&attr);
 	posix_spawn_file_actions_destroy(&fa);
 	close(p[1]);

@@ -9,7 +9,8 @@
  * empty signal mask and default dispositions (the supervisor blocks and
  * ignores some signals, which a child would otherwise inherit), and
  * --die-with-parent, so a supervisor killed outright leaves no orphans.
- * Every other supervisor fd is close-on-exec.
+ * Every other fd is closed (closefrom), including any the supervisor
+ * itself inherited.
  *
  * Paths and URLs are the same at every start, so a restarted service is
  * found where its peers look: stale socket files of the one that died are
@@ -175,6 +176,9 @@ static int start_process(struct nci_sup *s, struct nci_svc *svc, struct argv *a,
 		for (int i = 0; i < 3; i++)
 			posix_spawn_file_actions_adddup2(&fa, s->inherit[i],
 			                                 3 + i);
+	/* Nothing else, not even what our own parent leaked to us. */
+	posix_spawn_file_actions_addclosefrom_np(
+	    &fa, svc->id == NC_SUP_BROKER ? 3 : 6);
 	set_attrs(&attr);
 	int err = posix_spawn(&svc->pid, a->v[0], &fa, &attr, a->v, environ);
 	posix_spawnattr_destroy(&attr);

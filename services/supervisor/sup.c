@@ -847,6 +847,8 @@ static void init(struct nci_sup *s, const char *config_path,
 	s->inherit[0] = s->inherit[1] = s->inherit[2] = -1;
 	s->sigfd = s->log_file = -1;
 	s->ready_fd = ready_fd;
+	if (ready_fd >= 0) /* inherited without it: keep it from services */
+		fcntl(ready_fd, F_SETFD, FD_CLOEXEC);
 	s->started_ms = nci_now_ms();
 }
 

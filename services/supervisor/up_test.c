@@ -574,6 +574,11 @@ static void crash_loop_gives_up(struct svc s[3])
 	assert_string_equal(s[1].health, "healthy");
 	/* A command for a service with no process is refused, not fatal. */
 	assert_int_equal(cli("kill", "broker", out, sizeof(out)), 1);
+	/* restart revives it, with a clean slate. */
+	unsigned restarts = s[2].restarts;
+	assert_int_equal(cli("restart", "broker", out, sizeof(out)), 0);
+	wait_replaced(2, 0, restarts + 1, "killed (netcore kill)", s);
+	assert_int_equal(s[2].crashes, 0);
 }
 
 static bool alive(unsigned pid)
