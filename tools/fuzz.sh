@@ -7,7 +7,8 @@
 #
 # target: region_attach, ring, pool_accept (shm/fuzz/<target>_fuzz.c),
 # packet (services/netcore/fuzz/packet_fuzz.c: packets from the phy into the
-# core and lwIP), or all (the default). seconds: how long each target runs,
+# core and lwIP), sup_config or sup_ctl (services/supervisor/fuzz/: the
+# supervisor's config file and control messages), or all (the default). seconds: how long each target runs,
 # default 30.
 #
 # Work goes to $FUZZ_OUT (default /tmp/netcore-fuzz): the binaries, a
@@ -29,7 +30,7 @@ set -eu
 cd "$(dirname "$0")/.."
 
 usage() {
-	echo "usage: $0 [region_attach|ring|pool_accept|packet|all] [seconds]" >&2
+	echo "usage: $0 [region_attach|ring|pool_accept|packet|sup_config|sup_ctl|all] [seconds]" >&2
 	exit 2
 }
 
@@ -39,8 +40,9 @@ case $seconds in
 '' | *[!0-9]*) usage ;;
 esac
 case $target in
-all) targets="region_attach ring pool_accept packet" ;;
-region_attach | ring | pool_accept | packet) targets=$target ;;
+all) targets="region_attach ring pool_accept packet sup_config sup_ctl" ;;
+region_attach | ring | pool_accept | packet | sup_config | sup_ctl)
+	targets=$target ;;
 *) usage ;;
 esac
 
@@ -76,6 +78,8 @@ fi
 label_of() {
 	case $1 in
 	packet) echo //services/netcore/fuzz:packet_fuzz ;;
+	sup_config) echo //services/supervisor/fuzz:config_fuzz ;;
+	sup_ctl) echo //services/supervisor/fuzz:ctl_fuzz ;;
 	*) echo "//shm/fuzz:${1}_fuzz" ;;
 	esac
 }

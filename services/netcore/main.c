@@ -4,8 +4,14 @@
  * prints its counters. It needs no privilege and no network of its own.
  * With --ctl and --fds it also serves client sockets: the broker's nng
  * requests on --ctl, client regions and doorbells on the --fds socket.
+ *
+ * With --health URL it answers the supervisor's heartbeats there
+ * (services/common/health.h), with its client and socket figures as the
+ * reply's counters. The loop is nc_core_run's, written out here so that it
+ * ticks the heartbeat and never sleeps longer than IDLE_SLICE_MS.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -14,9 +20,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "services/common/health.h"
+#include "services/common/log.h"
 #include "services/netcore/core.h"
+
+/* Longest sleep, so an idle loop still ticks; counters refresh as often. */
+#define IDLE_SLICE_MS 250
 
 static volatile sig_atomic_t stop;
 
@@ -29,7 +41,7 @@ static void on_signal(int sig)
 struct options {
 	bool die_with_parent; /* stop when the parent dies (tests) */
 	int region_fd, core_bell_fd, phy_bell_fd;
-	const char *ctl_url, *fds_path;
+	const char *ctl_url, *fds_path, *health_url;
 	struct nc_core_config cfg;
 };
 
@@ -40,7 +52,8 @@ static void usage(void)
 	        "--phy-bell-fd N\n"
 	        "         [--ipv4 CIDR] [--ipv4-peer ADDR] [--ipv6 CIDR] "
 	        "[--ipv6-peer ADDR] [--echo-port PORT]\n"
-	        "         [--ctl URL --fds PATH] [--die-with-parent]\n");
+	        "         [--ctl URL --fds PATH] [--health URL] "
+	        "[--die-with-parent]\n");
 	exit(2);
 }
 
@@ -67,10 +80,11 @@ static void parse(int argc, char **argv, struct options *o)
 	    {"ctl", required_argument, NULL, 'C'},
 	    {"fds", required_argument, NULL, 'F'},
 	    {"die-with-parent", no_argument, NULL, 'D'},
+	    {"health", required_argument, NULL, 'H'},
 	    {0},
 	};
 	o->region_fd = o->core_bell_fd = o->phy_bell_fd = -1;
-	o->ctl_url = o->fds_path = NULL;
+	o->ctl_url = o->fds_path = o->health_url = NULL;
 	nc_core_config_default(&o->cfg);
 	int opt, bad = 0;
 	while ((opt = getopt_long(argc, argv, "", longs, NULL)) != -1) {
@@ -110,6 +124,9 @@ static void parse(int argc, char **argv, struct options *o)
 		case 'D':
 			o->die_with_parent = true;
 			break;
+		case 'H':
+			o->health_url = optarg;
+			break;
 		default:
 			usage();
 		}
@@ -124,28 +141,77 @@ static void print_counters(const struct nc_core *core)
 {
 	struct nc_core_counters c;
 	nc_core_get_counters(core, &c);
-	fprintf(stderr,
-	        "netcore_core: rx %" PRIu64 " packets %" PRIu64
-	        " bytes, tx %" PRIu64 " packets %" PRIu64
-	        " bytes; drops: tx-no-buffer %" PRIu64 " ip %" PRIu64
-	        " checksum %" PRIu64 " tcp %" PRIu64 " udp %" PRIu64
-	        "; phy handshakes %" PRIu64 " corrupt %" PRIu64 "\n",
-	        c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes,
-	        c.drop_tx_no_buffer, c.drop_ip_bad, c.drop_checksum, c.drop_tcp,
-	        c.drop_udp, c.phy_handshakes, c.phy_corrupt);
-	fprintf(stderr,
-	        "netcore_core: clients %u (added %" PRIu64 " removed %" PRIu64
-	        " broken %" PRIu64 "), sockets %u; control %" PRIu64
-	        " requests, %" PRIu64 " refused; fds refused %" PRIu64
-	        "; udp dropped rx %" PRIu64 " tx %" PRIu64 "\n",
-	        c.clients, c.clients_added, c.clients_removed, c.clients_broken,
-	        c.client_sockets, c.ctl_requests, c.ctl_refused, c.fds_refused,
-	        c.udp_rx_dropped, c.udp_tx_dropped);
+	nc_log(NC_LOG_INFO,
+	       "rx %" PRIu64 " packets %" PRIu64 " bytes, tx %" PRIu64
+	       " packets %" PRIu64 " bytes; drops: tx-no-buffer %" PRIu64
+	       " ip %" PRIu64 " checksum %" PRIu64 " tcp %" PRIu64
+	       " udp %" PRIu64 "; phy handshakes %" PRIu64 " corrupt %" PRIu64,
+	       c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes,
+	       c.drop_tx_no_buffer, c.drop_ip_bad, c.drop_checksum, c.drop_tcp,
+	       c.drop_udp, c.phy_handshakes, c.phy_corrupt);
+	nc_log(NC_LOG_INFO,
+	       "clients %u (added %" PRIu64 " removed %" PRIu64
+	       " broken %" PRIu64 "), sockets %u; control %" PRIu64
+	       " requests, %" PRIu64 " refused; fds refused %" PRIu64
+	       "; udp dropped rx %" PRIu64 " tx %" PRIu64,
+	       c.clients, c.clients_added, c.clients_removed, c.clients_broken,
+	       c.client_sockets, c.ctl_requests, c.ctl_refused, c.fds_refused,
+	       c.udp_rx_dropped, c.udp_tx_dropped);
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The heartbeat's counters (health.h's NC_HC_CORE_*). */
+static void publish_counters(const struct nc_core *core)
+{
+	struct nc_core_counters c;
+	nc_core_get_counters(core, &c);
+	nc_health_set(NC_HC_CORE_CLIENTS, c.clients);
+	nc_health_set(NC_HC_CORE_SOCKETS, c.client_sockets);
+	nc_health_set(NC_HC_CORE_RX_RING, c.rx_ring_ready);
+	nc_health_set(NC_HC_CORE_TX_RING, c.tx_ring_used);
+	nc_health_set(NC_HC_CORE_DROP_TX_NO_BUFFER, c.drop_tx_no_buffer);
+	nc_health_set(NC_HC_CORE_RX_PACKETS, c.rx_packets);
+	nc_health_set(NC_HC_CORE_TX_PACKETS, c.tx_packets);
+	nc_health_set(NC_HC_CORE_CTL_REQUESTS, c.ctl_requests);
+	nc_health_set(NC_HC_CORE_CTL_REFUSED, c.ctl_refused);
+	nc_health_set(NC_HC_CORE_CLIENTS_BROKEN, c.clients_broken);
+	nc_health_set(NC_HC_CORE_UDP_RX_DROPPED, c.udp_rx_dropped);
+	nc_health_set(NC_HC_CORE_UDP_TX_DROPPED, c.udp_tx_dropped);
+}
+
+/* nc_core_run, plus the heartbeat tick and a capped sleep. */
+static int run(struct nc_core *core)
+{
+	int64_t published = 0;
+	while (!stop) {
+		nc_health_tick();
+		int64_t now = now_ms();
+		if (now - published >= IDLE_SLICE_MS) {
+			publish_counters(core);
+			published = now;
+		}
+		struct nc_core_advice a = nc_core_poll(core);
+		if (a.again || !nc_core_prepare_wait(core))
+			continue;
+		uint32_t ms =
+		    a.wait_ms > IDLE_SLICE_MS ? IDLE_SLICE_MS : a.wait_ms;
+		int err = nc_core_wait(core, (int)ms);
+		if (err < 0)
+			return err;
+	}
+	return 0;
 }
 
 int main(int argc, char **argv)
 {
 	struct options o;
+	nc_log_init("core");
 	parse(argc, argv, &o);
 	struct sigaction sa = {.sa_handler = on_signal};
 	sigaction(SIGTERM, &sa, NULL);
@@ -162,8 +228,7 @@ int main(int argc, char **argv)
 	struct nc_region_expect expect = {.kind = NC_PHY_REGION_KIND};
 	int err = nc_region_attach(&region, o.region_fd, &expect);
 	if (err) {
-		fprintf(stderr, "netcore_core: phy region: %s\n",
-		        nc_shm_strerror(err));
+		nc_log(NC_LOG_ERROR, "phy region: %s", nc_shm_strerror(err));
 		return 1;
 	}
 	struct nc_doorbell core_bell, phy_bell;
@@ -172,19 +237,25 @@ int main(int argc, char **argv)
 	struct nc_core *core =
 	    nc_core_create(&o.cfg, &region, &core_bell, &phy_bell);
 	if (core == NULL) {
-		perror("netcore_core: create");
+		nc_log(NC_LOG_ERROR, "create: %s", strerror(errno));
 		return 1;
 	}
 	if (o.ctl_url != NULL) {
 		err = nc_core_serve_clients(core, o.ctl_url, o.fds_path);
 		if (err) {
-			fprintf(stderr, "netcore_core: clients: %s\n",
-			        strerror(-err));
+			nc_log(NC_LOG_ERROR, "clients: %s", strerror(-err));
 			nc_core_destroy(core);
 			return 1;
 		}
 	}
-	err = nc_core_run(core, &stop);
+	err = nc_health_start(o.health_url, "core");
+	if (err) {
+		nc_log(NC_LOG_ERROR, "health: %s", strerror(-err));
+		nc_core_destroy(core);
+		return 1;
+	}
+	err = run(core);
+	nc_health_stop();
 	print_counters(core);
 	nc_core_destroy(core);
 	nc_region_close(&region);

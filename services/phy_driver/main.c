@@ -7,6 +7,9 @@
  * Killed at any moment and started again, it re-attaches to the same
  * persistent TUN device and asks the core for fresh rings: no connection
  * state lives here.
+ *
+ * With --health URL it answers the supervisor's heartbeats there
+ * (services/common/health.h); it logs in the common format (log.h).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,6 +24,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "services/common/health.h"
+#include "services/common/log.h"
 #include "services/phy_driver/backend.h"
 #include "services/phy_driver/phy.h"
 
@@ -35,6 +40,7 @@ static void on_signal(int sig)
 struct options {
 	int region_fd, phy_bell_fd, core_bell_fd, link_fd;
 	const char *netns;
+	const char *health_url;
 	bool die_with_parent;
 	struct nc_tun_config tun;
 };
@@ -46,7 +52,7 @@ static void usage(void)
 	        "--core-bell-fd N\n"
 	        "         (--tun NAME [--kernel-ipv4 CIDR] [--kernel-ipv6 "
 	        "CIDR] [--netns PATH] [--no-persist] | --link-fd N)\n"
-	        "         [--die-with-parent]\n");
+	        "         [--health URL] [--die-with-parent]\n");
 	exit(2);
 }
 
@@ -72,6 +78,7 @@ static void parse(int argc, char **argv, struct options *o)
 	    {"netns", required_argument, NULL, 'n'},
 	    {"no-persist", no_argument, NULL, 'P'},
 	    {"die-with-parent", no_argument, NULL, 'D'},
+	    {"health", required_argument, NULL, 'H'},
 	    {0},
 	};
 	memset(o, 0, sizeof(*o));
@@ -111,6 +118,9 @@ static void parse(int argc, char **argv, struct options *o)
 			break;
 		case 'D':
 			o->die_with_parent = true;
+			break;
+		case 'H':
+			o->health_url = optarg;
 			break;
 		default:
 			usage();
@@ -165,7 +175,7 @@ static int open_backend(struct options *o, const struct nc_phy_params *p,
 
 static int fail(const char *what, int err)
 {
-	fprintf(stderr, "phy_driver: %s: %s\n", what, nc_shm_strerror(err));
+	nc_log(NC_LOG_ERROR, "%s: %s", what, nc_shm_strerror(err));
 	return 1;
 }
 
@@ -182,6 +192,7 @@ static void follow_parent(void)
 int main(int argc, char **argv)
 {
 	struct options o;
+	nc_log_init("phy");
 	parse(argc, argv, &o);
 	if (o.die_with_parent)
 		follow_parent();
@@ -209,7 +220,11 @@ int main(int argc, char **argv)
 	err = drop_privileges();
 	if (err)
 		return fail("dropping privileges", err);
+	err = nc_health_start(o.health_url, "phy");
+	if (err)
+		return fail("health", err);
 	err = nc_phy_run(&dev, &backend, &stop);
+	nc_health_stop();
 	backend.ops->close(backend.state);
 	nc_region_close(&region);
 	return err ? fail("loop", err) : 0;

@@ -6,12 +6,18 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "services/common/health.h"
+
 #define HANDSHAKE_SLICE_MS 200
+/* An idle loop still wakes this often, so its heartbeat tick stays fresh
+ * (services/common/health.h). */
+#define IDLE_SLICE_MS 250
 
 /* Asks for rings until the core grants them or we are told to stop. */
 static int attach(struct nc_phy_dev *d, volatile sig_atomic_t *stop)
 {
 	while (!*stop) {
+		nc_health_tick();
 		int err = nc_phy_dev_handshake(d, HANDSHAKE_SLICE_MS);
 		if (err == 0)
 			return 0;
@@ -82,7 +88,7 @@ static int sleep_until_work(struct nc_phy_dev *d, struct nc_phy_backend *b)
 	    {.fd = b->ops->fd(b->state), .events = POLLIN},
 	    {.fd = d->phy_bell->fd, .events = POLLIN},
 	};
-	int n = poll(fds, 2, 1000);
+	int n = poll(fds, 2, IDLE_SLICE_MS);
 	if (n < 0)
 		return errno == EINTR ? 0 : -errno;
 	if (fds[1].revents & POLLIN)
@@ -97,6 +103,7 @@ int nc_phy_run(struct nc_phy_dev *d, struct nc_phy_backend *b,
 {
 	int err = attach(d, stop);
 	while (!err && !*stop) {
+		nc_health_tick();
 		if (!d->attached || nc_phy_dev_core_restarted(d)) {
 			err = attach(d, stop);
 			continue;

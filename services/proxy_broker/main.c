@@ -10,6 +10,10 @@
  * Restart behaviour: on exit it tells the core nothing (see broker.c); the
  * next broker replaces the stale attach socket file. It needs no
  * privilege: only its own sockets.
+ *
+ * With --health URL it answers the supervisor's heartbeats there
+ * (services/common/health.h) with its client and socket figures; the loop
+ * wakes at least every IDLE_SLICE_MS so that an idle broker still ticks.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -22,7 +26,11 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "services/common/health.h"
+#include "services/common/log.h"
 #include "services/proxy_broker/broker.h"
+
+#define IDLE_SLICE_MS 250
 
 static volatile sig_atomic_t stop, dump;
 
@@ -37,7 +45,8 @@ static void on_signal(int sig)
 static void usage(void)
 {
 	fprintf(stderr, "usage: proxy_broker --socket PATH --core-ctl URL "
-	                "--core-fds PATH [--config FILE] [--die-with-parent]\n"
+	                "--core-fds PATH [--config FILE] [--health URL]\n"
+	                "                    [--die-with-parent]\n"
 	                "       proxy_broker --print-config [--config FILE]\n");
 	exit(2);
 }
@@ -45,6 +54,7 @@ static void usage(void)
 struct options {
 	struct nc_broker_options broker;
 	const char *config;
+	const char *health_url;
 	int print_config;
 	int die_with_parent; /* stop when the parent dies (tests) */
 };
@@ -58,6 +68,7 @@ static void parse(int argc, char **argv, struct options *o)
 	    {"config", required_argument, NULL, 'C'},
 	    {"print-config", no_argument, NULL, 'p'},
 	    {"die-with-parent", no_argument, NULL, 'D'},
+	    {"health", required_argument, NULL, 'H'},
 	    {0},
 	};
 	memset(o, 0, sizeof(*o));
@@ -81,6 +92,9 @@ static void parse(int argc, char **argv, struct options *o)
 			break;
 		case 'D':
 			o->die_with_parent = 1;
+			break;
+		case 'H':
+			o->health_url = optarg;
 			break;
 		default:
 			usage();
@@ -120,9 +134,26 @@ static void install_signals(sigset_t *wait_mask)
 	sigdelset(wait_mask, SIGUSR1);
 }
 
+/* The heartbeat's counters (health.h's NC_HC_BROKER_*). */
+static void publish_stats(const struct nc_broker *b)
+{
+	struct nc_broker_stats s;
+	nc_broker_get_stats(b, &s);
+	nc_health_set(NC_HC_BROKER_CLIENTS, s.clients);
+	nc_health_set(NC_HC_BROKER_ATTACHED, s.attached);
+	nc_health_set(NC_HC_BROKER_SOCKETS, s.sockets);
+	nc_health_set(NC_HC_BROKER_CORE_PIPES, s.core_pipes);
+	nc_health_set(NC_HC_BROKER_MEMORY, s.memory);
+	nc_health_set(NC_HC_BROKER_FORWARDED, s.forwarded);
+	nc_health_set(NC_HC_BROKER_REFUSED, s.refused);
+	nc_health_set(NC_HC_BROKER_CORE_ERRORS, s.core_errors);
+	nc_health_set(NC_HC_BROKER_DISCONNECTED, s.disconnected);
+}
+
 int main(int argc, char **argv)
 {
 	struct options o;
+	nc_log_init("broker");
 	parse(argc, argv, &o);
 	if (o.die_with_parent) {
 		pid_t parent = getppid();
@@ -136,7 +167,7 @@ int main(int argc, char **argv)
 	if (o.config != NULL &&
 	    nc_broker_config_load(&o.broker.config, o.config, err,
 	                          sizeof(err)) != 0) {
-		fprintf(stderr, "proxy_broker: config %s\n", err);
+		nc_log(NC_LOG_ERROR, "config %s", err);
 		return 2;
 	}
 	if (o.print_config) {
@@ -149,21 +180,26 @@ int main(int argc, char **argv)
 	struct nc_broker *b;
 	int rc = nc_broker_create(&b, &o.broker);
 	if (rc != 0) {
-		fprintf(stderr,
-		        "proxy_broker: cannot start (--socket %s, "
-		        "--core-ctl %s): %s\n",
-		        o.broker.socket_path, o.broker.core_ctl, strerror(-rc));
+		nc_log(NC_LOG_ERROR,
+		       "cannot start (--socket %s, --core-ctl %s): %s",
+		       o.broker.socket_path, o.broker.core_ctl, strerror(-rc));
 		return 1;
 	}
+	rc = nc_health_start(o.health_url, "broker");
+	if (rc != 0)
+		nc_log(NC_LOG_ERROR, "health: %s", strerror(-rc));
 	while (!stop && rc == 0) {
-		rc = nc_broker_step(b, -1, &wait_mask);
+		nc_health_tick();
+		publish_stats(b);
+		rc = nc_broker_step(b, IDLE_SLICE_MS, &wait_mask);
 		if (dump) {
 			dump = 0;
 			nc_broker_dump(b, stderr);
 		}
 	}
 	if (rc != 0)
-		fprintf(stderr, "proxy_broker: loop: %s\n", strerror(-rc));
+		nc_log(NC_LOG_ERROR, "loop: %s", strerror(-rc));
+	nc_health_stop();
 	nc_broker_destroy(b);
 	return rc == 0 ? 0 : 1;
 }

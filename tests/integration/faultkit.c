@@ -418,7 +418,7 @@ int fk_core_final(const char *log_path, struct fk_core_final *f)
 {
 	char line[512];
 	int err =
-	    fk_log_last(log_path, "netcore_core: clients ", line, sizeof(line));
+	    fk_log_last(log_path, " core info clients ", line, sizeof(line));
 	if (err)
 		return err;
 	const char *at = strstr(line, "clients ");
