@@ -52,6 +52,7 @@
  * quotas (the broker sized the region; the core serves what it was given).
  */
 #include "services/netcore/clients.h"
+#include "services/common/log.h"
 
 #include <ck_pr.h>
 #include <errno.h>
@@ -589,8 +590,7 @@ struct nci_stats *nci_clients_stats(struct nci_clients *t)
 void nci_client_fail(struct nci_client *cl, const char *why)
 {
 	if (!cl->broken)
-		fprintf(stderr, "netcore: client %u disconnected: %s\n", cl->id,
-		        why);
+		nc_log(NC_LOG_WARN, "client %u disconnected: %s", cl->id, why);
 	cl->broken = true;
 	cl->broken_why = why;
 	nci_client_mark_dirty(cl);

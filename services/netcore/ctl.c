@@ -59,6 +59,7 @@
  * socket modes keep other users out), queue requests, or reply later.
  */
 #include "services/netcore/ctl.h"
+#include "services/common/log.h"
 
 #include <errno.h>
 #include <nng/nng.h>
@@ -370,8 +371,7 @@ static int open_nng(struct nci_ctl *ctl, const char *url)
 	rv = rv ?: nng_listener_start(l, 0);
 	rv = rv ?: nng_socket_get_int(ctl->sock, NNG_OPT_RECVFD, &fd);
 	if (rv != 0) {
-		fprintf(stderr, "netcore: control %s: %s\n", url,
-		        nng_strerror(rv));
+		nc_log(NC_LOG_ERROR, "control %s: %s", url, nng_strerror(rv));
 		return nng_errno(rv);
 	}
 	ctl->ctl_src.kind = NCI_SRC_CTL;

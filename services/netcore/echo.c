@@ -12,6 +12,7 @@
  * What it does not do: anything but echo. Not for production traffic.
  */
 #include "services/netcore/echo.h"
+#include "services/common/log.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -198,7 +199,7 @@ struct nc_echo *nc_echo_start(uint16_t port)
 	if (pcb == NULL || e->udp == NULL ||
 	    tcp_bind(pcb, IP_ANY_TYPE, port) != ERR_OK ||
 	    udp_bind(e->udp, IP_ANY_TYPE, port) != ERR_OK) {
-		fprintf(stderr, "echo: cannot listen on port %u\n", port);
+		nc_log(NC_LOG_ERROR, "echo: cannot listen on port %u", port);
 		if (pcb)
 			tcp_close(pcb);
 		nc_echo_stop(e);

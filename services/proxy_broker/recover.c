@@ -51,6 +51,7 @@
 #include <unistd.h>
 
 #include "proto/client_region.h"
+#include "services/common/log.h"
 
 #define SYNC_RETRY_MS 100 /* after a failed sync call */
 
@@ -189,6 +190,13 @@ static void on_client_listed(void *arg, int status,
 		return;
 	}
 	if (rep->client == 0) {
+		struct nc_broker_stats st;
+		nc_broker_get_stats(b, &st);
+		if (st.recovered > 0)
+			nc_log(NC_LOG_INFO,
+			       "tables read from the core: %u client(s) to "
+			       "come back, %u socket(s)",
+			       st.recovered, st.sockets);
 		sync_done(b);
 		return;
 	}
@@ -251,6 +259,9 @@ static void on_readd_done(void *arg, int status, const struct nc_msg_rep *rep)
 	if (status != 0 || rep->result < 0) {
 		b->st.core_errors++;
 		if (!readd_retryable(status, rep)) {
+			nc_log(NC_LOG_WARN,
+			       "client %u: the new core refused it (%d)",
+			       cl->id, rep->result);
 			cl->known_to_core = false;
 			nci_client_lost(b, cl);
 			return;
@@ -323,6 +334,10 @@ static void on_hello(void *arg, int status, const struct nc_msg_rep *rep)
 		return;
 	}
 	if (boot != b->core_boot) {
+		nc_log(NC_LOG_INFO,
+		       "a new core (boot %08x): adding %u client(s) "
+		       "again",
+		       boot, b->nclients);
 		b->core_boot = boot;
 		b->st.core_restarts++;
 		readd_all(b);
@@ -463,6 +478,7 @@ void nci_handle_reattach(struct nc_broker *b, struct nci_client *conn,
 		return;
 	}
 	rep.client = cl->id;
+	nc_log(NC_LOG_INFO, "client %u (pid %d) is back", cl->id, cl->pid);
 	int fd = conn->fd;
 	adopt_connection(b, conn, cl, fds);
 	b->st.reattached++;
