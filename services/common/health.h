@@ -30,9 +30,9 @@
 #include <stdint.h>
 
 #define NC_HEALTH_MAGIC    0x4e434842u /* "NCHB" */
-#define NC_HEALTH_VERSION  1
+#define NC_HEALTH_VERSION  2
 #define NC_HEALTH_PING     1
-#define NC_HEALTH_COUNTERS 12
+#define NC_HEALTH_COUNTERS 20
 
 /* The core's counters. */
 enum {
@@ -48,6 +48,14 @@ enum {
 	NC_HC_CORE_CLIENTS_BROKEN,
 	NC_HC_CORE_UDP_RX_DROPPED,
 	NC_HC_CORE_UDP_TX_DROPPED,
+	/* Sockets by phase, as published to their clients. */
+	NC_HC_CORE_SOCK_OPEN,
+	NC_HC_CORE_SOCK_BOUND,
+	NC_HC_CORE_SOCK_LISTENING,
+	NC_HC_CORE_SOCK_CONNECTING,
+	NC_HC_CORE_SOCK_CONNECTED,
+	NC_HC_CORE_SOCK_CLOSED,
+	NC_HC_CORE_CLIENTS_ADOPTED, /* re-added after a core restart */
 };
 
 /* The broker's counters. */
@@ -61,6 +69,9 @@ enum {
 	NC_HC_BROKER_REFUSED,
 	NC_HC_BROKER_CORE_ERRORS,
 	NC_HC_BROKER_DISCONNECTED,
+	NC_HC_BROKER_RECOVERED,     /* read from the core, not back yet */
+	NC_HC_BROKER_REATTACHED,    /* came back after a broker restart */
+	NC_HC_BROKER_CORE_RESTARTS, /* new cores this broker re-filled */
 };
 
 struct nc_health_request { /* 16 bytes */
@@ -71,7 +82,7 @@ struct nc_health_request { /* 16 bytes */
 	uint32_t pad;
 };
 
-struct nc_health_reply { /* 152 bytes */
+struct nc_health_reply { /* fixed size, checked by length */
 	uint32_t magic;
 	uint16_t version;
 	uint16_t type;

@@ -580,6 +580,19 @@ bool nci_clients_take_dirty(struct nci_clients *t)
 	return d;
 }
 
+void nci_clients_count_phases(const struct nci_clients *t, uint64_t *counts,
+                              unsigned n)
+{
+	for (uint32_t i = 0; i < t->n; i++) {
+		const struct nci_client *cl = t->v[i];
+		for (uint32_t ch = 0; ch < cl->chans_used; ch++) {
+			uint32_t phase = cl->chans[ch].shown.phase;
+			if (cl->chans[ch].sock != NULL && phase < n)
+				counts[phase]++;
+		}
+	}
+}
+
 struct nci_stats *nci_clients_stats(struct nci_clients *t)
 {
 	return t->stats;

@@ -108,6 +108,9 @@ void nci_clients_woken(struct nci_clients *t);
 void nci_clients_mark_dirty(struct nci_clients *t);
 bool nci_clients_take_dirty(struct nci_clients *t);
 struct nci_stats *nci_clients_stats(struct nci_clients *t);
+/* Adds each socket's published phase to counts[phase] (phase < n). */
+void nci_clients_count_phases(const struct nci_clients *t, uint64_t *counts,
+                              unsigned n);
 
 /* ---------------------------------------------------- for sock.c */
 

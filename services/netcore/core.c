@@ -550,6 +550,8 @@ void nc_core_get_counters(const struct nc_core *c, struct nc_core_counters *out)
 	out->client_sockets = k->sockets;
 	out->clients_added = k->clients_added;
 	out->clients_adopted = k->clients_adopted;
+	if (c->clients != NULL)
+		nci_clients_count_phases(c->clients, out->sockets_by_phase, 8);
 	out->clients_removed = k->clients_removed;
 	out->clients_broken = k->clients_broken;
 	out->ctl_requests = k->ctl_requests;

@@ -57,10 +57,12 @@ struct nc_core_counters {
 	uint32_t tx_ring_used;
 	struct nc_phy_counters phy; /* as the phy reports them */
 	/* Client sockets (all zero unless nc_core_serve_clients). */
-	uint32_t clients;          /* attached now */
-	uint32_t client_sockets;   /* open now, all clients */
-	uint64_t clients_added;    /* by CLIENT_ADD */
-	uint64_t clients_adopted;  /* of those: live regions after a restart */
+	uint32_t clients;         /* attached now */
+	uint32_t client_sockets;  /* open now, all clients */
+	uint64_t clients_added;   /* by CLIENT_ADD */
+	uint64_t clients_adopted; /* of those: live regions after a restart */
+	/* Client sockets by enum nc_sock_phase, as last published. */
+	uint64_t sockets_by_phase[8];
 	uint64_t clients_removed;  /* by CLIENT_REMOVE */
 	uint64_t clients_broken;   /* disconnected: broke their region */
 	uint64_t ctl_requests;     /* control messages received */

@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "proto/client_region.h"
 #include "services/common/health.h"
 #include "services/common/log.h"
 #include "services/netcore/core.h"
@@ -183,6 +184,10 @@ static void publish_counters(const struct nc_core *core)
 	nc_health_set(NC_HC_CORE_CLIENTS_BROKEN, c.clients_broken);
 	nc_health_set(NC_HC_CORE_UDP_RX_DROPPED, c.udp_rx_dropped);
 	nc_health_set(NC_HC_CORE_UDP_TX_DROPPED, c.udp_tx_dropped);
+	for (int p = 0; p < 6; p++)
+		nc_health_set(NC_HC_CORE_SOCK_OPEN + p,
+		              c.sockets_by_phase[NC_SS_OPEN + p]);
+	nc_health_set(NC_HC_CORE_CLIENTS_ADOPTED, c.clients_adopted);
 }
 
 /* nc_core_run, plus the heartbeat tick and a capped sleep. */

@@ -148,6 +148,9 @@ static void publish_stats(const struct nc_broker *b)
 	nc_health_set(NC_HC_BROKER_REFUSED, s.refused);
 	nc_health_set(NC_HC_BROKER_CORE_ERRORS, s.core_errors);
 	nc_health_set(NC_HC_BROKER_DISCONNECTED, s.disconnected);
+	nc_health_set(NC_HC_BROKER_RECOVERED, s.recovered);
+	nc_health_set(NC_HC_BROKER_REATTACHED, s.reattached);
+	nc_health_set(NC_HC_BROKER_CORE_RESTARTS, s.core_restarts);
 }
 
 int main(int argc, char **argv)

@@ -187,6 +187,12 @@ static size_t collect(const struct nc_sup_stats_reply *r, struct field *f)
 	f[n++] = F("clients", "broker", b[NC_HC_BROKER_CLIENTS], bv);
 	f[n++] = F("clients", "broker_attached", b[NC_HC_BROKER_ATTACHED], bv);
 	f[n++] = F("sockets", "core_open", k[NC_HC_CORE_SOCKETS], cv);
+	f[n++] = F("sockets", "open", k[NC_HC_CORE_SOCK_OPEN], cv);
+	f[n++] = F("sockets", "bound", k[NC_HC_CORE_SOCK_BOUND], cv);
+	f[n++] = F("sockets", "listening", k[NC_HC_CORE_SOCK_LISTENING], cv);
+	f[n++] = F("sockets", "connecting", k[NC_HC_CORE_SOCK_CONNECTING], cv);
+	f[n++] = F("sockets", "connected", k[NC_HC_CORE_SOCK_CONNECTED], cv);
+	f[n++] = F("sockets", "closed", k[NC_HC_CORE_SOCK_CLOSED], cv);
 	f[n++] = F("sockets", "broker_table", b[NC_HC_BROKER_SOCKETS], bv);
 	f[n++] = F("control", "core_requests", k[NC_HC_CORE_CTL_REQUESTS], cv);
 	f[n++] = F("control", "core_refused", k[NC_HC_CORE_CTL_REFUSED], cv);
@@ -199,6 +205,14 @@ static size_t collect(const struct nc_sup_stats_reply *r, struct field *f)
 	    F("control", "broker_core_pipes", b[NC_HC_BROKER_CORE_PIPES], bv);
 	f[n++] = F("memory", "broker_regions", b[NC_HC_BROKER_MEMORY], bv);
 	f[n++] = F("restarts", "phy_handshakes", p->restarts, true);
+	f[n++] = F("restarts", "core_clients_adopted",
+	           k[NC_HC_CORE_CLIENTS_ADOPTED], cv);
+	f[n++] = F("restarts", "broker_new_cores",
+	           b[NC_HC_BROKER_CORE_RESTARTS], bv);
+	f[n++] = F("restarts", "broker_clients_back",
+	           b[NC_HC_BROKER_REATTACHED], bv);
+	f[n++] = F("restarts", "broker_clients_awaited",
+	           b[NC_HC_BROKER_RECOVERED], bv);
 	return n;
 }
 

@@ -340,6 +340,23 @@ static void set_timeouts(struct nc_sock *s)
 }
 
 /* A libclient client sends 64 KiB to the kernel, which sends it back. */
+/* Waits (bounded) until stats --json shows group.name >= min. */
+static void wait_stat(const char *group, const char *name, uint64_t min)
+{
+	static char text[8192];
+	uint64_t v = 0;
+	int64_t deadline = now_ms() + STEP_MS;
+	do {
+		assert_int_equal(cli("stats", "--json", text, sizeof(text)), 0);
+		v = json_number(text, group, name);
+		if (v >= min)
+			return;
+		pause_ms(50);
+	} while (now_ms() < deadline);
+	fail_msg("stats: %s.%s stayed %llu, expected >= %llu", group, name,
+	         (unsigned long long)v, (unsigned long long)min);
+}
+
 static void traffic(void)
 {
 	uint16_t port;
@@ -374,6 +391,9 @@ static void traffic(void)
 	assert_int_equal(nc_recv(s, back, sizeof(back), MSG_WAITALL),
 	                 sizeof(back));
 	assert_memory_equal(buf, back, sizeof(buf));
+	/* Sockets by state: ours shows as connected (the figures come with
+	 * the core's next heartbeat reply). */
+	wait_stat("sockets", "connected", 1);
 	assert_int_equal(nc_close(s), 0);
 	nc_client_detach(cl);
 	close(k);
