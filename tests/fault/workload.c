@@ -101,7 +101,7 @@ struct ff_totals ff_totals(struct ff_shared *sh, int streams)
 		t.stalls += atomic_load(&s->stalls);
 		t.connects += atomic_load(&s->connects);
 		t.up += atomic_load(&s->up) ? 1 : 0;
-		if (atomic_load(&s->lost) > 0)
+		if (atomic_load(&s->lost_errno) != 0)
 			t.lost_errno = atomic_load(&s->lost_errno);
 	}
 	return t;
@@ -218,7 +218,9 @@ static void st_lost(struct stream *x, int err, bool stalled, int64_t now)
 	if (stalled)
 		atomic_fetch_add(&x->st->stalls, 1);
 	atomic_store(&x->st->last_errno, err);
-	atomic_store(&x->st->lost_errno, err);
+	/* The one a violation report names: an end other than a reset. */
+	if (err != ECONNRESET && err != EPIPE)
+		atomic_store(&x->st->lost_errno, err);
 	st_close(x, now);
 }
 

@@ -54,7 +54,7 @@ struct ff_stream_stat {
 	_Atomic uint64_t mark_gen;
 	_Atomic int up;         /* a connection is established */
 	_Atomic int last_errno; /* of the latest failure of any kind */
-	_Atomic int lost_errno; /* of the latest lost connection */
+	_Atomic int lost_errno; /* latest loss that was not a reset */
 };
 
 struct ff_probe_stat {
@@ -112,7 +112,7 @@ bool ff_mark_answered(struct ff_shared *sh, int streams, int64_t *data_ms,
 struct ff_totals {
 	uint64_t verified, lost, resets, stalls, connects;
 	int up;
-	int lost_errno; /* of some stream's latest lost connection */
+	int lost_errno; /* some stream's latest loss that was not a reset */
 };
 struct ff_totals ff_totals(struct ff_shared *sh, int streams);
 
