@@ -39,6 +39,7 @@
  * What it does not do: authenticate beyond SO_PEERCRED and the uid list,
  * limit clients per uid, or police unconnected UDP destinations (README).
  */
+#include "services/common/log.h"
 #include "services/proxy_broker/broker_internal.h"
 
 #include <errno.h>
@@ -248,6 +249,9 @@ static void on_remove_done(void *arg, int status, const struct nc_msg_rep *rep);
  */
 void nci_client_lost(struct nc_broker *b, struct nci_client *cl)
 {
+	if (!cl->gone && cl->id != 0)
+		nc_log(NC_LOG_INFO, "client %u (pid %d) gone (was %s)", cl->id,
+		       cl->pid, nci_client_state_name(cl->state));
 	close_attach_socket(b, cl);
 	cl->gone = true;
 	if (cl->call != NULL)

@@ -308,7 +308,15 @@ static int listen_on(int family, const char *addr, uint16_t port)
 		inet_pton(AF_INET6, addr, &a->sin6_addr);
 		len = sizeof(*a);
 	}
-	if (bind(fd, (struct sockaddr *)&ss, len) != 0 || listen(fd, 64) != 0) {
+	/* An IPv6 address the phy just set can still be unusable for a
+	 * moment (EADDRNOTAVAIL): wait for it, bounded. */
+	int rc = bind(fd, (struct sockaddr *)&ss, len);
+	for (int i = 0; rc != 0 && errno == EADDRNOTAVAIL && i < 500; i++) {
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+		rc = bind(fd, (struct sockaddr *)&ss, len);
+	}
+	if (rc != 0 || listen(fd, 64) != 0) {
 		int err = -errno;
 		close(fd);
 		return err;
