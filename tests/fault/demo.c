@@ -47,8 +47,10 @@ static const char *expected(enum ff_service s)
 	return s == FF_CORE ? "reset, reconnect" : "0";
 }
 
-static void say_kill(const struct ff_kill *k)
+static void say_kill(const struct ff_kill *k, bool interrupted_run)
 {
+	/* A kill the interruption cut short says so, not "NO". */
+	bool cut = interrupted_run && !k->recovered;
 	char back[32], data[32], ctl[32], lost[96];
 	snprintf(back, sizeof(back), "%lld ms", (long long)k->restart_ms);
 	snprintf(data, sizeof(data), "never");
@@ -67,8 +69,11 @@ static void say_kill(const struct ff_kill *k)
 		         (unsigned long long)k->lost);
 	printf("%-13s %8s %10s %9s  %-30s %-16s %s\n",
 	       ff_service_long_name(k->service), back, data, ctl, lost,
-	       expected(k->service), k->violation[0] ? "NO" : "yes");
-	if (k->violation[0])
+	       expected(k->service),
+	       cut               ? "interrupted"
+	       : k->violation[0] ? "NO"
+	                         : "yes");
+	if (k->violation[0] && !cut)
 		printf("  -> %s\n", k->violation);
 }
 
@@ -81,7 +86,7 @@ static void say_report(const struct ff_driver_cfg *cfg,
 	       "data again", "new conn", "connections lost", "expected",
 	       "as designed");
 	for (int i = 0; i < run->done; i++)
-		say_kill(&run->k[i]);
+		say_kill(&run->k[i], run->interrupted || interrupted);
 	for (int i = run->done; i < cfg->kills; i++)
 		printf("%-13s not killed: the run had already stopped\n",
 		       ff_service_long_name(cfg->plan[i]));
