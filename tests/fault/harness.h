@@ -15,8 +15,9 @@
  * driver sees it within a tick, stops the workload, and the program calls
  * down. Nothing is cleaned up inside the handler.
  *
- * After the supervisor merges, up/down become `netcore up` / `netcore
- * stop` and the ops table the supervisor's; nothing else changes.
+ * The fault tests run here; the demo runs on the real supervisor
+ * (sup_harness.h: `netcore up` / `netcore stop` and the supervisor's
+ * ops table) and shares only ff_harness_signals with this file.
  */
 #ifndef NETCORE_TESTS_FAULT_HARNESS_H
 #define NETCORE_TESTS_FAULT_HARNESS_H

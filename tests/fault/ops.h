@@ -11,9 +11,10 @@
  * - the testbed implementation (ops_testbed.c) has no supervisor, so
  *   wait_back restarts the service itself with the testbed's helpers and
  *   waits the way they do (the phy granted fresh rings, a socket listens);
- * - a supervisor implementation (`netcore kill SERVICE`, then
- *   `netcore status` until it says running) is meant to replace it once
- *   the supervisor is merged; only this table changes.
+ * - the supervisor implementation (ops_supervisor.c, declared in
+ *   sup_harness.h) runs `netcore kill SERVICE`, then `netcore status
+ *   --json` until a new process is healthy; the demo uses it. Only this
+ *   table differs between the two.
  *
  * What it is not: a way to start or stop the whole system; the caller
  * does that before and after the driver runs.

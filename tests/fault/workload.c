@@ -95,14 +95,30 @@ struct ff_totals ff_totals(struct ff_shared *sh, int streams)
 	struct ff_totals t = {0};
 	for (int i = 0; i < streams; i++) {
 		struct ff_stream_stat *s = &sh->s[i];
+		/* The loss counters as one (a seqlock with one writer, whose
+		 * critical section is a few stores: a handful of retries at
+		 * most; bounded all the same). */
+		uint64_t lost, resets, stalls, seq;
+		int lost_errno;
+		for (int tries = 0;; tries++) {
+			seq = atomic_load(&s->loss_seq);
+			lost = atomic_load(&s->lost);
+			resets = atomic_load(&s->resets);
+			stalls = atomic_load(&s->stalls);
+			lost_errno = atomic_load(&s->lost_errno);
+			if ((seq % 2 == 0 &&
+			     atomic_load(&s->loss_seq) == seq) ||
+			    tries == 100000)
+				break;
+		}
 		t.verified += atomic_load(&s->verified);
-		t.lost += atomic_load(&s->lost);
-		t.resets += atomic_load(&s->resets);
-		t.stalls += atomic_load(&s->stalls);
+		t.lost += lost;
+		t.resets += resets;
+		t.stalls += stalls;
 		t.connects += atomic_load(&s->connects);
 		t.up += atomic_load(&s->up) ? 1 : 0;
-		if (atomic_load(&s->lost_errno) != 0)
-			t.lost_errno = atomic_load(&s->lost_errno);
+		if (lost_errno != 0)
+			t.lost_errno = lost_errno;
 	}
 	return t;
 }
@@ -212,15 +228,17 @@ static void st_close(struct stream *x, int64_t now)
 
 static void st_lost(struct stream *x, int err, bool stalled, int64_t now)
 {
+	atomic_fetch_add(&x->st->loss_seq, 1); /* odd: counting */
 	atomic_fetch_add(&x->st->lost, 1);
 	if (err == ECONNRESET || err == EPIPE)
 		atomic_fetch_add(&x->st->resets, 1);
 	if (stalled)
 		atomic_fetch_add(&x->st->stalls, 1);
-	atomic_store(&x->st->last_errno, err);
 	/* The one a violation report names: an end other than a reset. */
 	if (err != ECONNRESET && err != EPIPE)
 		atomic_store(&x->st->lost_errno, err);
+	atomic_fetch_add(&x->st->loss_seq, 1); /* even: consistent */
+	atomic_store(&x->st->last_errno, err);
 	st_close(x, now);
 }
 

@@ -43,6 +43,9 @@
 #define FF_MAX_STREAMS 16
 
 struct ff_stream_stat {
+	/* Odd while a loss is being counted: lost, resets and stalls change
+	 * together, so a reader never sees a loss without its kind. */
+	_Atomic uint64_t loss_seq;
 	_Atomic uint64_t verified; /* bytes checked, all connections */
 	_Atomic uint64_t lost;   /* established connections that ended early */
 	_Atomic uint64_t resets; /* ... of them with ECONNRESET or EPIPE */
