@@ -117,6 +117,7 @@ struct nc_sock {
 	int32_t reported_err; /* pending error we already returned once */
 	/* What a core restart needs to re-create the socket (recover.c). */
 	bool lost;      /* reset by a core restart: no channel any more */
+	bool remake;    /* recover.c: to be re-created on the next core */
 	bool bound;     /* local holds the name bind gave */
 	bool listening; /* backlog holds what listen asked */
 	int backlog;

@@ -62,9 +62,28 @@ static bool can_remake(const struct nc_sock *s, uint32_t phase)
 	       phase == NC_SS_LISTENING;
 }
 
-/* Takes every handle off its channel and returns them as a list;
- * remake[old channel] says whether the handle can be made again. */
-static struct nc_sock *let_go(struct nc_client *c, bool *remake)
+/* Handles a previous recovery could not re-create because yet another
+ * core came meanwhile: back on the list, to be made on this one. */
+static struct nc_sock *take_orphans(struct nc_client *c, struct nc_sock *list)
+{
+	struct nc_sock **p = &c->lost;
+	while (*p != NULL) {
+		struct nc_sock *s = *p;
+		if (!s->remake) {
+			p = &s->lost_next;
+			continue;
+		}
+		*p = s->lost_next;
+		s->lost = false;
+		s->lost_next = list;
+		list = s;
+	}
+	return list;
+}
+
+/* Takes every handle off its channel and returns them as a list, each
+ * marked with whether it can be made again (s->remake). */
+static struct nc_sock *let_go(struct nc_client *c)
 {
 	struct nc_sock *list = NULL;
 	for (uint32_t i = 0; i < c->params.max_sockets; i++) {
@@ -73,7 +92,7 @@ static struct nc_sock *let_go(struct nc_client *c, bool *remake)
 			continue;
 		uint32_t phase =
 		    __atomic_load_n(&c->states[i].phase, __ATOMIC_RELAXED);
-		remake[i] = can_remake(s, phase) && !s->broken;
+		s->remake = can_remake(s, phase) && !s->broken;
 		s->rxq_n = 0;
 		s->rxq_head = 0;
 		s->connect_pending = false;
@@ -85,7 +104,7 @@ static struct nc_sock *let_go(struct nc_client *c, bool *remake)
 	c->done_n = 0;
 	memset(c->held, 0, c->params.buf_count);
 	__atomic_store_n(&c->broken, false, __ATOMIC_RELAXED);
-	return list;
+	return take_orphans(c, list);
 }
 
 /* -------------------------------------------------------- handshake */
@@ -103,8 +122,12 @@ static void bell_wait(struct nc_client *c, int ms)
  * a newer epoch, then in *epoch). True when ready. */
 static bool handshake(struct nc_client *c, uint32_t *epoch)
 {
-	int64_t deadline = nci_deadline_ms(NCI_RECOVER_TIMEOUT_MS);
+	int64_t deadline = 0;
+	/* Ends: each round is for a newer core (bounded by the restarts that
+	 * happen) or ends at its deadline. */
 	for (;;) {
+		/* Each new core gets the full time to get ready. */
+		deadline = nci_deadline_ms(NCI_RECOVER_TIMEOUT_MS);
 		/* After our last access to the old rings; pairs with the
 		 * core's acquire load of client_epoch before it formats. */
 		__atomic_store_n(&c->control->client_epoch, *epoch,
@@ -122,8 +145,13 @@ static bool handshake(struct nc_client *c, uint32_t *epoch)
 				return false;
 			bell_wait(c, 50);
 		}
-		if (load_epoch(&c->control->ready_epoch) == *epoch)
+		/* Ready, unless a newer core announced itself meanwhile: then
+		 * these rings belong to a dead one; go on with the newer. */
+		uint32_t now = load_epoch(&c->control->core_epoch);
+		if (load_epoch(&c->control->ready_epoch) == *epoch &&
+		    now == *epoch)
 			return true;
+		*epoch = now;
 	}
 }
 
@@ -212,16 +240,18 @@ static int remake(struct nc_client *c, struct nc_sock *s)
 	return err;
 }
 
-static void remake_all(struct nc_client *c, struct nc_sock *list,
-                       const bool *was_remakeable, bool ready)
+/* A handle that could not be made because the core restarted once more
+ * keeps s->remake: the next recovery (due at once) tries again. */
+static void remake_all(struct nc_client *c, struct nc_sock *list, bool ready)
 {
 	while (list != NULL) {
 		struct nc_sock *s = list;
-		bool again = ready && was_remakeable[s->idx];
 		list = s->lost_next;
 		s->lost_next = NULL;
-		if (!again || remake(c, s) != 0)
-			lose(c, s);
+		if (ready && s->remake && remake(c, s) == 0)
+			continue;
+		s->remake = s->remake && (!ready || nci_core_restarted(c));
+		lose(c, s);
 	}
 }
 
@@ -229,21 +259,14 @@ static void remake_all(struct nc_client *c, struct nc_sock *list,
 
 static void recover_locked(struct nc_client *c, uint32_t epoch)
 {
-	bool *again = calloc(c->params.max_sockets, sizeof(*again));
-	if (again == NULL) {
-		__atomic_store_n(&c->broken, true, __ATOMIC_RELAXED);
-		c->core_epoch = epoch; /* no memory: EIO, but no loop */
-		return;
-	}
-	struct nc_sock *list = let_go(c, again);
+	struct nc_sock *list = let_go(c);
 	bool ready = handshake(c, &epoch);
 	c->core_epoch = epoch;
 	if (ready && nci_attach_rings(c) != 0)
 		ready = false;
 	if (!ready)
 		__atomic_store_n(&c->broken, true, __ATOMIC_RELAXED);
-	remake_all(c, list, again, ready);
-	free(again);
+	remake_all(c, list, ready);
 	/* Sleepers look again: their sockets may be reset or renewed. */
 	nc_doorbell_ring(&c->client_bell);
 }
