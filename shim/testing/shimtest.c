@@ -187,6 +187,22 @@ void st_pump(struct st_proc *p)
 	}
 }
 
+int st_wait_output(struct st_proc *p, const char *text, int64_t deadline_ms)
+{
+	for (;;) {
+		st_pump(p);
+		if (strstr(p->out, text) != NULL)
+			return 0;
+		int64_t left = deadline_ms - st_now_ms();
+		if (left <= 0)
+			return -ETIMEDOUT;
+		if (p->out_fd < 0)
+			return -ECHILD;
+		struct pollfd f = {.fd = p->out_fd, .events = POLLIN};
+		poll(&f, 1, (int)(left > 1000 ? 1000 : left));
+	}
+}
+
 static int reap(struct st_proc *p)
 {
 	int status;

@@ -61,6 +61,10 @@ int st_spawn(struct st_proc *p, const struct st_spawn_opts *o,
  * -ETIMEDOUT if it had to be killed. */
 int st_finish(struct st_proc *p, int64_t deadline_ms);
 
+/* Waits until its output contains text (0), it exits (-ECHILD) or the
+ * deadline (-ETIMEDOUT); it keeps running. */
+int st_wait_output(struct st_proc *p, const char *text, int64_t deadline_ms);
+
 /* Reads whatever output is there without waiting. */
 void st_pump(struct st_proc *p);
 
