@@ -6,6 +6,7 @@
 #   tools/fuzz.sh [target] [seconds]
 #
 # target: region_attach, ring, pool_accept (shm/fuzz/<target>_fuzz.c),
+# dns_parse (shim/fuzz/dns_parse_fuzz.c: DNS responses to the shim),
 # packet (services/netcore/fuzz/packet_fuzz.c: packets from the phy into the
 # core and lwIP), or all (the default). seconds: how long each target runs,
 # default 30.
@@ -29,7 +30,7 @@ set -eu
 cd "$(dirname "$0")/.."
 
 usage() {
-	echo "usage: $0 [region_attach|ring|pool_accept|packet|all] [seconds]" >&2
+	echo "usage: $0 [region_attach|ring|pool_accept|packet|dns_parse|all] [seconds]" >&2
 	exit 2
 }
 
@@ -39,8 +40,8 @@ case $seconds in
 '' | *[!0-9]*) usage ;;
 esac
 case $target in
-all) targets="region_attach ring pool_accept packet" ;;
-region_attach | ring | pool_accept | packet) targets=$target ;;
+all) targets="region_attach ring pool_accept packet dns_parse" ;;
+region_attach | ring | pool_accept | packet | dns_parse) targets=$target ;;
 *) usage ;;
 esac
 
@@ -76,6 +77,7 @@ fi
 label_of() {
 	case $1 in
 	packet) echo //services/netcore/fuzz:packet_fuzz ;;
+	dns_parse) echo //shim/fuzz:dns_parse_fuzz ;;
 	*) echo "//shm/fuzz:${1}_fuzz" ;;
 	esac
 }
