@@ -7,6 +7,7 @@
  */
 #include "shim/testing/shimtest.h"
 
+#include "shim/testing/run.h"
 #include "tests/sha256/sha256.h"
 
 #include <arpa/inet.h>
@@ -26,8 +27,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-extern char **environ;
 
 #define MAX_CHILDREN 16
 
@@ -56,51 +55,6 @@ uint16_t st_port(int k)
 
 /* ------------------------------------------------------------ children */
 
-static bool env_is_ours(const char *e)
-{
-	return strncmp(e, "LD_PRELOAD=", 11) == 0 ||
-	       strncmp(e, "NETCORE_", 8) == 0;
-}
-
-/* environ without our variables, then ours: a new array. */
-static char **make_env(const char *preload, const char *broker,
-                       const char *const *extra)
-{
-	size_t n = 0, k = 0, x = 0;
-	while (environ[n] != NULL)
-		n++;
-	while (extra != NULL && extra[x] != NULL)
-		x++;
-	char **env = calloc(n + x + 3, sizeof(*env));
-	if (env == NULL)
-		return NULL;
-	for (size_t i = 0; i < n; i++)
-		if (preload == NULL || !env_is_ours(environ[i]))
-			env[k++] = environ[i];
-	static char pre[PATH_MAX + 16], brk[PATH_MAX + 16];
-	if (preload != NULL) {
-		snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", preload);
-		snprintf(brk, sizeof(brk), "NETCORE_BROKER=%s", broker);
-		env[k++] = pre;
-		env[k++] = brk;
-	}
-	for (size_t i = 0; i < x; i++)
-		env[k++] = (char *)extra[i];
-	return env;
-}
-
-int st_exec_shimmed(const char *preload, const char *broker,
-                    const char *const *env, char *const argv[])
-{
-	if (unshare(CLONE_NEWNET) != 0)
-		return -errno;
-	char **e = make_env(preload, broker, env);
-	if (e == NULL)
-		return -ENOMEM;
-	execve(argv[0], argv, e);
-	return -errno;
-}
-
 static void child_body(const struct st_spawn_opts *o, int in, int out,
                        char *const argv[])
 {
@@ -111,9 +65,9 @@ static void child_body(const struct st_spawn_opts *o, int in, int out,
 	if (o->cwd != NULL && chdir(o->cwd) != 0)
 		_exit(91);
 	if (o->shim) {
-		st_exec_shimmed(st_preload_path(), o->broker, o->env, argv);
+		shim_run_exec(st_preload_path(), o->broker, o->env, argv);
 	} else {
-		char **e = make_env(NULL, NULL, o->env);
+		char **e = shim_run_env(NULL, NULL, o->env);
 		if (e != NULL)
 			execve(argv[0], argv, e);
 	}

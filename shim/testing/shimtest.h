@@ -47,11 +47,6 @@ struct st_spawn_opts {
 /* The preload library as an absolute path (from the runfiles). */
 const char *st_preload_path(void);
 
-/* Child side of st_spawn when opts->shim: unshare the network namespace,
- * set LD_PRELOAD and NETCORE_BROKER, exec argv. Returns only on failure. */
-int st_exec_shimmed(const char *preload, const char *broker,
-                    const char *const *env, char *const argv[]);
-
 /* Starts argv[0] (a path). 0 or -errno. */
 int st_spawn(struct st_proc *p, const struct st_spawn_opts *o,
              char *const argv[]);
