@@ -245,6 +245,8 @@ int nci_poll_mixed(struct pollfd *fds, nfds_t n, const struct timespec *ts,
 
 static bool any_ours(const struct pollfd *fds, nfds_t n)
 {
+	if (fds == NULL)
+		return false; /* poll(NULL, 0, ms) is a sleep */
 	for (nfds_t i = 0; i < n; i++)
 		if (nci_is_ours(fds[i].fd))
 			return true;
@@ -252,6 +254,12 @@ static bool any_ours(const struct pollfd *fds, nfds_t n)
 }
 
 /* ----------------------------------------------------------- poll */
+
+/* glibc declares poll and ppoll with access(write_only) on the array,
+ * although they read `events`; our definitions inherit that and gcc then
+ * thinks reading it reads uninitialised memory. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 EXPORT int poll(struct pollfd *fds, nfds_t n, int timeout)
 {
@@ -269,6 +277,7 @@ EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts,
 		return nci_r()->ppoll(fds, n, ts, mask);
 	return nci_poll_mixed(fds, n, ts, mask);
 }
+#pragma GCC diagnostic pop
 
 extern void __chk_fail(void) __attribute__((noreturn));
 

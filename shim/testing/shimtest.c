@@ -48,6 +48,51 @@ const char *st_preload_path(void)
 	return path;
 }
 
+/*
+ * Under --config=asan the preload library is instrumented too, and the
+ * ASan runtime must come first in a process: so the children get the
+ * sanitizer runtimes this (instrumented) test was loaded with, ahead of
+ * the shim, and no leak check (the programs under test are not ours).
+ * The uninstrumented programs then run with an instrumented shim.
+ */
+static const char *preload_value(void)
+{
+#ifdef __SANITIZE_ADDRESS__
+	static char value[3 * PATH_MAX];
+	if (value[0] != '\0')
+		return value;
+	FILE *maps = fopen("/proc/self/maps", "re");
+	char line[PATH_MAX + 128], asan[PATH_MAX] = "", ubsan[PATH_MAX] = "";
+	while (maps != NULL && fgets(line, sizeof(line), maps) != NULL) {
+		char *path = strchr(line, '/');
+		if (path == NULL)
+			continue;
+		path[strcspn(path, "\n")] = '\0';
+		if (strstr(path, "/libasan.so") != NULL)
+			snprintf(asan, sizeof(asan), "%s", path);
+		if (strstr(path, "/libubsan.so") != NULL)
+			snprintf(ubsan, sizeof(ubsan), "%s", path);
+	}
+	if (maps != NULL)
+		fclose(maps);
+	snprintf(value, sizeof(value), "%s:%s:%s", asan, ubsan,
+	         st_preload_path());
+	setenv("ASAN_OPTIONS", "detect_leaks=0:abort_on_error=1", 1);
+	return value;
+#else
+	return st_preload_path();
+#endif
+}
+
+bool st_sanitized(void)
+{
+#ifdef __SANITIZE_ADDRESS__
+	return true;
+#else
+	return false;
+#endif
+}
+
 uint16_t st_port(int k)
 {
 	return (uint16_t)(20000 + (getpid() % 20000) + k);
@@ -65,7 +110,7 @@ static void child_body(const struct st_spawn_opts *o, int in, int out,
 	if (o->cwd != NULL && chdir(o->cwd) != 0)
 		_exit(91);
 	if (o->shim) {
-		shim_run_exec(st_preload_path(), o->broker, o->env, argv);
+		shim_run_exec(preload_value(), o->broker, o->env, argv);
 	} else {
 		char **e = shim_run_env(NULL, NULL, o->env);
 		if (e != NULL)
