@@ -31,9 +31,8 @@
  * attaches anew. The fork handler only bumps a counter.
  *
  * What it does not do: carry netcore sockets across exec (a placeholder
- * without FD_CLOEXEC survives as an inert unix socket), or follow
- * close_range/closefrom (a closed number's entry stays until the number is
- * reused by dup2 or a new socket, which replaces it).
+ * without FD_CLOEXEC survives as an inert unix socket), or notice numbers
+ * closed behind libc's back (a raw close system call).
  */
 #include "shim/nci_shim.h"
 
@@ -135,6 +134,12 @@ static struct nci_sock *_Atomic *slot(int fd)
 	if (fd < 0 || (size_t)fd >= table_cap)
 		return NULL;
 	return &table[fd];
+}
+
+unsigned int nci_table_cap(void)
+{
+	pthread_once(&table_once, table_init);
+	return (unsigned int)table_cap;
 }
 
 bool nci_is_ours(int fd)

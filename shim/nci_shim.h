@@ -102,6 +102,8 @@ void nci_ref(struct nci_sock *p);
 struct nci_sock *nci_get_live(int fd, bool *stale);
 /* True if fd is a netcore socket (live or stale). */
 bool nci_is_ours(int fd);
+/* How many descriptor numbers the table covers. */
+unsigned int nci_table_cap(void);
 /* True if fd names exactly p. */
 bool nci_names(int fd, const struct nci_sock *p);
 

@@ -24,10 +24,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define EXPORT __attribute__((visibility("default")))
@@ -112,6 +114,40 @@ EXPORT int close(int fd)
 	int r = nci_r()->close(fd);
 	nci_put(p);
 	return r;
+}
+
+/* close_range/closefrom: the kernel closes the numbers, the table
+ * forgets every one of ours in the range (CLOSE_RANGE_CLOEXEC only marks
+ * them, so nothing changes then). */
+static void forget_range(unsigned int first, unsigned int last)
+{
+	unsigned int cap = nci_table_cap();
+	for (unsigned int fd = first; fd <= last && fd < cap; fd++) {
+		if (nci_is_ours((int)fd))
+			nci_put(nci_remove((int)fd));
+		else
+			nci_epoll_forget((int)fd);
+	}
+}
+
+EXPORT int close_range(unsigned int first, unsigned int last, int flags)
+{
+	int r = (int)syscall(SYS_close_range, first, last, flags);
+	if (r == 0 && !(flags & CLOSE_RANGE_CLOEXEC))
+		forget_range(first, last);
+	return r;
+}
+
+EXPORT void closefrom(int lowfd)
+{
+	unsigned int first = lowfd < 0 ? 0 : (unsigned int)lowfd;
+	if (syscall(SYS_close_range, first, ~0u, 0) == 0) {
+		forget_range(first, ~0u);
+		return;
+	}
+	/* Old kernels: one close at a time, as glibc falls back. */
+	for (unsigned int fd = first; fd < nci_table_cap(); fd++)
+		close((int)fd);
 }
 
 EXPORT int getsockname(int fd, struct sockaddr *addr, socklen_t *len)

@@ -104,6 +104,22 @@ static void check_numbers(void)
 	ok("numbers");
 }
 
+/* A number closed by close_range and reused by a pipe is the pipe's. */
+static void check_close_range(void)
+{
+	int s = socket(AF_INET, SOCK_DGRAM, 0);
+	CHECK("close_range",
+	      s >= 3 && close_range((unsigned)s, (unsigned)s, 0) == 0);
+	int p[2];
+	CHECK("close_range", pipe(p) == 0 && p[0] == s);
+	char c = 0;
+	CHECK("close_range",
+	      write(p[1], "k", 1) == 1 && read(p[0], &c, 1) == 1 && c == 'k');
+	close(p[0]);
+	close(p[1]);
+	ok("close_range");
+}
+
 static int check_dup(void)
 {
 	int s = connected(SOCK_CLOEXEC);
@@ -334,6 +350,7 @@ int main(int argc, char **argv)
 	host = argv[1];
 	port = atoi(argv[2]);
 	check_numbers();
+	check_close_range();
 	int d = check_dup();
 	check_flags(d);
 	check_fionread(d);
