@@ -96,7 +96,7 @@ static struct ep *ep_make(int epfd)
 
 void nci_epoll_forget(int fd)
 {
-	if (atomic_load(&eps_count) == 0)
+	if (atomic_load(&eps_count) == 0 || !nci_owner())
 		return;
 	pthread_mutex_lock(&eps_lock);
 	struct ep **at = &eps;

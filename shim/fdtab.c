@@ -28,7 +28,9 @@
  * fail with EBADF except close (which only lets go of the placeholder);
  * the first new socket detaches the child's copy of the parent's client
  * (libclient releases memory and descriptors and tells nobody) and
- * attaches anew. The fork handler only bumps a counter.
+ * attaches anew. The fork handler only bumps a counter and records the
+ * pid. A vfork child (no handlers, the parent's memory) leaves the table
+ * alone: its dup2/close/close_range change only its own descriptors.
  *
  * What it does not do: carry netcore sockets across exec (a placeholder
  * without FD_CLOEXEC survives as an inert unix socket), or notice numbers
@@ -43,6 +45,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 /* ------------------------------------------------- the real functions */
@@ -211,7 +214,7 @@ void nci_put(struct nci_sock *p)
 struct nci_sock *nci_install(int fd, struct nci_sock *p)
 {
 	struct nci_sock *_Atomic *sl = slot(fd);
-	if (sl == NULL)
+	if (sl == NULL || !nci_owner())
 		return NULL;
 	pthread_mutex_lock(&table_lock);
 	if (p != NULL)
@@ -259,6 +262,7 @@ int nci_adopt(struct nc_sock *s, int domain, int type, int flags)
 /* --------------------------------------------------- client and fork */
 
 static _Atomic unsigned int fork_gen;
+static _Atomic pid_t owner_pid;
 static pthread_mutex_t client_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct nc_client *client;
 static unsigned int client_gen;
@@ -266,11 +270,24 @@ static unsigned int client_gen;
 static void on_fork_child(void)
 {
 	atomic_fetch_add(&fork_gen, 1);
+	atomic_store(&owner_pid, (pid_t)syscall(SYS_getpid));
+}
+
+/*
+ * A vfork child (posix_spawn, CPython's subprocess) runs on the parent's
+ * memory without fork handlers, and typically dup2s and close_ranges
+ * before exec: it must not change the parent's table. Asked only on the
+ * paths that change the table, so a system call there is cheap enough.
+ */
+bool nci_owner(void)
+{
+	return atomic_load(&owner_pid) == (pid_t)syscall(SYS_getpid);
 }
 
 __attribute__((constructor)) static void shim_init(void)
 {
 	nci_r();
+	atomic_store(&owner_pid, (pid_t)syscall(SYS_getpid));
 	pthread_atfork(NULL, NULL, on_fork_child);
 }
 

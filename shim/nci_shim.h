@@ -88,6 +88,9 @@ struct nci_sock {
 	unsigned int eagain_seq; /* bumped at EAGAIN: EPOLLET's "new edge" */
 };
 
+/* False in a vfork child: the table is the parent's, hands off. */
+bool nci_owner(void);
+
 /* Which fork generation this process is (bumped in every child). */
 unsigned int nci_gen(void);
 

@@ -121,7 +121,7 @@ EXPORT int close(int fd)
  * them, so nothing changes then). */
 static void forget_range(unsigned int first, unsigned int last)
 {
-	unsigned int cap = nci_table_cap();
+	unsigned int cap = nci_owner() ? nci_table_cap() : 0;
 	for (unsigned int fd = first; fd <= last && fd < cap; fd++) {
 		if (nci_is_ours((int)fd))
 			nci_put(nci_remove((int)fd));

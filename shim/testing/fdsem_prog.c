@@ -303,6 +303,25 @@ static void check_fork(int d)
 	ok("fork parent");
 }
 
+/* A vfork child (as posix_spawn and CPython's subprocess make) rearranges
+ * its descriptors on the parent's memory: the parent must not notice. */
+static void check_vfork(int d)
+{
+	pid_t pid = vfork();
+	if (pid == 0) {
+		dup2(d, 0);
+		close_range(3, ~0u, 0);
+		_exit(0);
+	}
+	int status;
+	CHECK("vfork", pid > 0 && waitpid(pid, &status, 0) == pid);
+	CHECK("vfork", echo(d, "parent after vfork") == 0);
+	char c;
+	/* fd 0 is still the parent's stdin (/dev/null): EOF, no socket */
+	CHECK("vfork", read(0, &c, 1) == 0);
+	ok("vfork");
+}
+
 static void check_exec(const char *self)
 {
 	int gone = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -359,6 +378,7 @@ int main(int argc, char **argv)
 	check_epoll(d);
 	check_high_numbers(d);
 	check_fork(d);
+	check_vfork(d);
 	close(d);
 	check_exec(argv[0]);
 	return 1;
