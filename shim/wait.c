@@ -367,45 +367,22 @@ static int select_mixed(struct pollfd *fds, nfds_t count, fd_set *r, fd_set *w,
 	return poll_to_sets(fds, count, r, w, e);
 }
 
+/* select is pselect without a mask, plus writing the remaining time back
+ * into tv as Linux's select(2) does. */
 EXPORT int select(int nfds, fd_set *r, fd_set *w, fd_set *e, struct timeval *tv)
 {
-	nfds_t count;
-	bool ours;
-	struct pollfd *fds = sets_to_poll(nfds, r, w, e, &count, &ours);
-	if (fds == NULL || !ours) {
-		free(fds);
-		struct timespec ts, *tp = NULL;
-		if (tv != NULL) {
-			ts = (struct timespec){tv->tv_sec, tv->tv_usec * 1000};
-			tp = &ts;
-		}
-		/* pselect6 with no mask is select; it leaves tv alone, so
-		 * write the remaining time back as select(2) would. */
-		int64_t d = deadline_of(tp);
-		int n = pselect(nfds, r, w, e, tp, NULL);
-		if (tv != NULL) {
-			int left = ms_left(d, -1);
-			tv->tv_sec = left / 1000;
-			tv->tv_usec = (left % 1000) * 1000;
-		}
-		return n;
-	}
-	int64_t d = -1;
 	struct timespec ts, *tp = NULL;
 	if (tv != NULL) {
 		ts = (struct timespec){tv->tv_sec, tv->tv_usec * 1000};
 		tp = &ts;
-		d = deadline_of(tp);
 	}
-	int n = select_mixed(fds, count, r, w, e, tp, NULL);
-	int saved = errno;
-	free(fds);
+	int64_t d = deadline_of(tp);
+	int n = pselect(nfds, r, w, e, tp, NULL);
 	if (tv != NULL) {
 		int left = ms_left(d, -1);
 		tv->tv_sec = left / 1000;
 		tv->tv_usec = (left % 1000) * 1000;
 	}
-	errno = saved;
 	return n;
 }
 
