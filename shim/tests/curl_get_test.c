@@ -101,10 +101,48 @@ static void curl_fetches_a_file_intact(void **state)
 	       (double)size / 1048576.0 / ((double)ms / 1000.0));
 }
 
+/* The same over IPv6: a server on fd77::1, curl to http://[fd77::1]. */
+static void curl_fetches_over_ipv6(void **state)
+{
+	(void)state;
+	if (st_sanitized()) {
+		printf("skipped: curl cannot run with ASan preloaded\n");
+		skip();
+	}
+	uint64_t size = 16ull << 20;
+	char blob[128], out[128], port[16], url[128];
+	snprintf(blob, sizeof(blob), "%s/blob6", dir);
+	snprintf(out, sizeof(out), "%s/out6", dir);
+	uint16_t p = st_port(12);
+	snprintf(port, sizeof(port), "%u", p);
+	snprintf(url, sizeof(url), "http://[%s]:%u/blob6", NC_TB_KERNEL6, p);
+	assert_int_equal(st_write_pattern(blob, SEED + 1, size), 0);
+	static struct st_proc server, curl;
+	char *srv[] = {"/usr/bin/python3", "-m",          "http.server",
+	               "--bind",           NC_TB_KERNEL6, port,
+	               "--directory",      dir,           NULL};
+	/* Unbuffered, so its "Serving HTTP" line says it listens. */
+	static const char *const unbuffered[] = {"PYTHONUNBUFFERED=1", NULL};
+	struct st_spawn_opts plain = {.shim = false, .env = unbuffered};
+	assert_int_equal(st_spawn(&server, &plain, srv), 0);
+	assert_int_equal(
+	    st_wait_output(&server, "Serving HTTP", st_now_ms() + 20000), 0);
+	char *cmd[] = {
+	    "/usr/bin/curl", "-sS", "--fail", "-g", "-o", out, url, NULL};
+	struct st_spawn_opts shim = {.shim = true, .broker = tb.broker_socket};
+	assert_int_equal(st_spawn(&curl, &shim, cmd), 0);
+	int rc = st_finish(&curl, st_now_ms() + 60000);
+	printf("curl over IPv6: exit %d %s\n", rc, curl.out);
+	assert_int_equal(rc, 0);
+	uint64_t bad;
+	assert_int_equal(st_check_pattern(out, SEED + 1, size, &bad), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(curl_fetches_a_file_intact),
+	    cmocka_unit_test(curl_fetches_over_ipv6),
 	};
 	return cmocka_run_group_tests_name("shim_curl", tests, setup, teardown);
 }
