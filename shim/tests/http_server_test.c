@@ -21,7 +21,7 @@
 static struct nc_testbed tb;
 static char dir[64];
 
-static int setup(void **state)
+static int setup_steps(void **state)
 {
 	(void)state;
 	if (nc_testbed_start_sockets(&tb, "shhttp", 0, NULL) != 0)
@@ -38,6 +38,15 @@ static int teardown(void **state)
 	st_rmdir(dir);
 	nc_testbed_stop(&tb);
 	return 0;
+}
+
+/* A setup that fails half-way leaves nothing behind either. */
+static int setup(void **state)
+{
+	if (setup_steps(state) == 0)
+		return 0;
+	teardown(state);
+	return -1;
 }
 
 /* Kernel-side curl fetches url into out: its exit code. */

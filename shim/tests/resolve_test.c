@@ -71,7 +71,7 @@ static const char dns_server_py[] =
     "    hdr = m[:2] + struct.pack('>HHHHH', 0x8180 | rcode, 1, n, 0, 0)\n"
     "    s.sendto(hdr + q + ans, peer)\n";
 
-static int setup(void **state)
+static int setup_steps(void **state)
 {
 	(void)state;
 	if (nc_testbed_start_sockets(&tb, "shres", 0, NULL) != 0)
@@ -101,6 +101,15 @@ static int teardown(void **state)
 	st_rmdir(dir);
 	nc_testbed_stop(&tb);
 	return 0;
+}
+
+/* A setup that fails half-way leaves nothing behind either. */
+static int setup(void **state)
+{
+	if (setup_steps(state) == 0)
+		return 0;
+	teardown(state);
+	return -1;
 }
 
 static const char lookups_py[] =

@@ -32,7 +32,7 @@
 
 static struct nc_testbed tb;
 
-static int setup(void **state)
+static int setup_steps(void **state)
 {
 	(void)state;
 	if (nc_testbed_start_sockets(&tb, "shwait", 0, NULL) != 0)
@@ -46,6 +46,15 @@ static int teardown(void **state)
 	st_cleanup();
 	nc_testbed_stop(&tb);
 	return 0;
+}
+
+/* A setup that fails half-way leaves nothing behind either. */
+static int setup(void **state)
+{
+	if (setup_steps(state) == 0)
+		return 0;
+	teardown(state);
+	return -1;
 }
 
 static const char echo_server_py[] =
