@@ -233,6 +233,27 @@ static void check_udp(void)
 	ok("udp mmsg");
 }
 
+static void check_udp_unconnected(void)
+{
+	int u = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+	struct sockaddr_in sa = peer(), from;
+	socklen_t flen = sizeof(from);
+	CHECK("udp sendto",
+	      u >= 0 && sendto(u, "ping", 4, 0, (struct sockaddr *)&sa,
+	                       sizeof(sa)) == 4);
+	char buf[16];
+	CHECK("udp recvfrom", readable(u));
+	CHECK("udp recvfrom", recvfrom(u, buf, sizeof(buf), 0,
+	                               (struct sockaddr *)&from, &flen) == 4);
+	CHECK("udp recvfrom", memcmp(buf, "ping", 4) == 0 &&
+	                          from.sin_addr.s_addr == sa.sin_addr.s_addr &&
+	                          from.sin_port == sa.sin_port);
+	CHECK("udp recvfrom",
+	      recv(u, buf, sizeof(buf), 0) == -1 && errno == EAGAIN);
+	close(u);
+	ok("udp sendto/recvfrom");
+}
+
 static void check_epoll(int d)
 {
 	int ep = epoll_create1(EPOLL_CLOEXEC);
@@ -375,6 +396,7 @@ int main(int argc, char **argv)
 	check_fionread(d);
 	check_vectors_and_names(d);
 	check_udp();
+	check_udp_unconnected();
 	check_epoll(d);
 	check_high_numbers(d);
 	check_fork(d);
