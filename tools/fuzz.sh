@@ -6,6 +6,7 @@
 #   tools/fuzz.sh [target] [seconds]
 #
 # target: region_attach, ring, pool_accept (shm/fuzz/<target>_fuzz.c),
+# dns_parse (shim/fuzz/dns_parse_fuzz.c: DNS responses to the shim),
 # packet (services/netcore/fuzz/packet_fuzz.c: packets from the phy into the
 # core and lwIP), sup_config or sup_ctl (services/supervisor/fuzz/: the
 # supervisor's config file and control messages), or all (the default). seconds: how long each target runs,
@@ -30,7 +31,7 @@ set -eu
 cd "$(dirname "$0")/.."
 
 usage() {
-	echo "usage: $0 [region_attach|ring|pool_accept|packet|sup_config|sup_ctl|all] [seconds]" >&2
+	echo "usage: $0 [region_attach|ring|pool_accept|packet|sup_config|sup_ctl|dns_parse|all] [seconds]" >&2
 	exit 2
 }
 
@@ -40,8 +41,8 @@ case $seconds in
 '' | *[!0-9]*) usage ;;
 esac
 case $target in
-all) targets="region_attach ring pool_accept packet sup_config sup_ctl" ;;
-region_attach | ring | pool_accept | packet | sup_config | sup_ctl)
+all) targets="region_attach ring pool_accept packet sup_config sup_ctl dns_parse" ;;
+region_attach | ring | pool_accept | packet | sup_config | sup_ctl | dns_parse)
 	targets=$target ;;
 *) usage ;;
 esac
@@ -80,6 +81,7 @@ label_of() {
 	packet) echo //services/netcore/fuzz:packet_fuzz ;;
 	sup_config) echo //services/supervisor/fuzz:config_fuzz ;;
 	sup_ctl) echo //services/supervisor/fuzz:ctl_fuzz ;;
+	dns_parse) echo //shim/fuzz:dns_parse_fuzz ;;
 	*) echo "//shm/fuzz:${1}_fuzz" ;;
 	esac
 }

@@ -17,6 +17,7 @@ packages=(
   libnng-dev libck-dev libcmocka-dev
   iproute2 procps iputils-ping
   passt slirp4netns
+  curl python3 socat iperf3   # programs the shim tests run unmodified
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }

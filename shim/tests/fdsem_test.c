@@ -1,0 +1,103 @@
+/*
+ * fdsem_test: runs shim/testing/fdsem_prog, an ordinary C program, under
+ * the shim in an empty network namespace against a kernel-side TCP and
+ * UDP echo (python3): numbers, dup/dup2/dup3/F_DUPFD, shared O_NONBLOCK,
+ * FIONBIO, FIONREAD, readv/writev, names, sendmmsg/recvmmsg, epoll, a
+ * descriptor above FD_SETSIZE, fork (the child gets EBADF on the parent's
+ * socket and attaches anew) and exec (close-on-exec honoured; a socket
+ * without it survives only as an inert placeholder).
+ */
+#include "shim/testing/shimtest.h"
+
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static struct nc_testbed tb;
+
+static int setup_steps(void **state)
+{
+	(void)state;
+	if (nc_testbed_start_sockets(&tb, "shfd", 0, NULL) != 0)
+		return -1;
+	return nc_testbed_enter(&tb);
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	st_cleanup();
+	nc_testbed_stop(&tb);
+	return 0;
+}
+
+/* A setup that fails half-way leaves nothing behind either. */
+static int setup(void **state)
+{
+	if (setup_steps(state) == 0)
+		return 0;
+	teardown(state);
+	return -1;
+}
+
+static const char echo_py[] =
+    "import socket, socketserver, sys, threading\n"
+    "host, port = sys.argv[1], int(sys.argv[2])\n"
+    "class H(socketserver.BaseRequestHandler):\n"
+    "    def handle(self):\n"
+    "        while True:\n"
+    "            d = self.request.recv(65536)\n"
+    "            if not d:\n"
+    "                break\n"
+    "            self.request.sendall(d)\n"
+    "def udp():\n"
+    "    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+    "    u.bind((host, port))\n"
+    "    while True:\n"
+    "        d, a = u.recvfrom(65536)\n"
+    "        u.sendto(d, a)\n"
+    "threading.Thread(target=udp, daemon=True).start()\n"
+    "socketserver.ThreadingTCPServer.allow_reuse_address = True\n"
+    "socketserver.ThreadingTCPServer.daemon_threads = True\n"
+    "socketserver.ThreadingTCPServer((host, port), H).serve_forever()\n";
+
+static void descriptor_semantics_hold_under_the_shim(void **state)
+{
+	(void)state;
+	char port[16];
+	uint16_t p = st_port(5);
+	snprintf(port, sizeof(port), "%u", p);
+	static struct st_proc server, prog;
+	char *srv[] = {"/usr/bin/python3", "-c", (char *)echo_py,
+	               NC_TB_KERNEL4,      port, NULL};
+	struct st_spawn_opts plain = {.shim = false};
+	assert_int_equal(st_spawn(&server, &plain, srv), 0);
+	assert_int_equal(
+	    st_wait_listening(NC_TB_KERNEL4, p, &server, st_now_ms() + 20000),
+	    0);
+	static char path[PATH_MAX];
+	assert_non_null(realpath("shim/fdsem_prog", path));
+	char *cmd[] = {path, NC_TB_KERNEL4, port, NULL};
+	struct st_spawn_opts shim = {.shim = true, .broker = tb.broker_socket};
+	assert_int_equal(st_spawn(&prog, &shim, cmd), 0);
+	int rc = st_finish(&prog, st_now_ms() + 60000);
+	printf("fdsem_prog: exit %d:\n%s", rc, prog.out);
+	assert_int_equal(rc, 0);
+	assert_non_null(strstr(prog.out, "ok fork child"));
+	assert_non_null(strstr(prog.out, "ALL OK"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(descriptor_semantics_hold_under_the_shim),
+	};
+	return cmocka_run_group_tests_name("shim_fdsem", tests, setup,
+	                                   teardown);
+}
