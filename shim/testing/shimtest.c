@@ -405,3 +405,22 @@ int st_sha256_file(const char *path, char *hex)
 		snprintf(hex + 2 * i, 3, "%02x", d[i]);
 	return 0;
 }
+
+int st_bed_start(struct nc_testbed *tb, const char *tag, char *dir)
+{
+	if (dir != NULL)
+		dir[0] = '\0';
+	if (nc_testbed_start_sockets(tb, tag, 0, NULL) == 0 &&
+	    nc_testbed_enter(tb) == 0 && (dir == NULL || st_mkdtemp(dir) == 0))
+		return 0;
+	st_bed_stop(tb, dir);
+	return -1;
+}
+
+void st_bed_stop(struct nc_testbed *tb, const char *dir)
+{
+	st_cleanup();
+	if (dir != NULL && dir[0] != '\0')
+		st_rmdir(dir);
+	nc_testbed_stop(tb);
+}

@@ -76,6 +76,14 @@ int st_wait_listening(const char *addr, uint16_t port, struct st_proc *p,
 
 /* A fresh directory under /tmp (path: 64 bytes) that st_rmdir empties
  * and removes (one level of files). */
+/*
+ * The bed every shim test stands on: a testbed with sockets tagged `tag`,
+ * this thread moved into its namespace, and a temp dir in `dir` (at least
+ * 64 bytes) unless dir is NULL. 0, or -1 with everything undone.
+ */
+int st_bed_start(struct nc_testbed *tb, const char *tag, char *dir);
+/* Ends the processes st_spawn started, the temp dir, the testbed. */
+void st_bed_stop(struct nc_testbed *tb, const char *dir);
 int st_mkdtemp(char *path);
 void st_rmdir(const char *path);
 

@@ -21,32 +21,17 @@
 static struct nc_testbed tb;
 static char dir[64];
 
-static int setup_steps(void **state)
+static int setup(void **state)
 {
 	(void)state;
-	if (nc_testbed_start_sockets(&tb, "shhttp", 0, NULL) != 0)
-		return -1;
-	if (nc_testbed_enter(&tb) != 0 || st_mkdtemp(dir) != 0)
-		return -1;
-	return 0;
+	return st_bed_start(&tb, "shhttp", dir);
 }
 
 static int teardown(void **state)
 {
 	(void)state;
-	st_cleanup();
-	st_rmdir(dir);
-	nc_testbed_stop(&tb);
+	st_bed_stop(&tb, dir);
 	return 0;
-}
-
-/* A setup that fails half-way leaves nothing behind either. */
-static int setup(void **state)
-{
-	if (setup_steps(state) == 0)
-		return 0;
-	teardown(state);
-	return -1;
 }
 
 /* Kernel-side curl fetches url into out: its exit code. */

@@ -74,9 +74,7 @@ static const char dns_server_py[] =
 static int setup_steps(void **state)
 {
 	(void)state;
-	if (nc_testbed_start_sockets(&tb, "shres", 0, NULL) != 0)
-		return -1;
-	if (nc_testbed_enter(&tb) != 0 || st_mkdtemp(dir) != 0)
+	if (st_bed_start(&tb, "shres", dir) != 0)
 		return -1;
 	char hosts[128];
 	snprintf(hosts, sizeof(hosts), "%s/hosts", dir);
@@ -97,9 +95,7 @@ static int setup_steps(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	st_cleanup();
-	st_rmdir(dir);
-	nc_testbed_stop(&tb);
+	st_bed_stop(&tb, dir);
 	return 0;
 }
 

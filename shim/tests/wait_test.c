@@ -32,29 +32,17 @@
 
 static struct nc_testbed tb;
 
-static int setup_steps(void **state)
+static int setup(void **state)
 {
 	(void)state;
-	if (nc_testbed_start_sockets(&tb, "shwait", 0, NULL) != 0)
-		return -1;
-	return nc_testbed_enter(&tb);
+	return st_bed_start(&tb, "shwait", NULL);
 }
 
 static int teardown(void **state)
 {
 	(void)state;
-	st_cleanup();
-	nc_testbed_stop(&tb);
+	st_bed_stop(&tb, NULL);
 	return 0;
-}
-
-/* A setup that fails half-way leaves nothing behind either. */
-static int setup(void **state)
-{
-	if (setup_steps(state) == 0)
-		return 0;
-	teardown(state);
-	return -1;
 }
 
 static const char echo_server_py[] =
