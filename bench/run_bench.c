@@ -110,6 +110,8 @@ struct path {
 	bool present, failed;
 	char why[96];
 	double v[M_COUNT][MAX_ROUNDS]; /* Gbit/s up, down; curl seconds */
+	long resent[2]; /* iperf3's retransmits, up and down, all rounds;
+	                 * -1: not known (lwIP sends: no TCP_INFO) */
 	unsigned n[M_COUNT];
 };
 
@@ -502,15 +504,18 @@ static void client_argv(struct bench *b, int p, char *const words[],
 	argv[n] = NULL;
 }
 
-/* bits_per_second of end.sum_received in iperf3 -J output, or -1. */
-static double iperf_bps(const char *json)
+/* A number after key in the object that follows "end" then section in
+ * iperf3 -J output, or -1. */
+static double iperf_figure(const char *json, const char *section,
+                           const char *key)
 {
 	const char *end = strstr(json, "\"end\":");
-	const char *sum = end ? strstr(end, "\"sum_received\":") : NULL;
-	const char *bps = sum ? strstr(sum, "\"bits_per_second\":") : NULL;
-	if (bps == NULL)
+	const char *sum = end ? strstr(end, section) : NULL;
+	const char *close = sum ? strchr(sum, '}') : NULL;
+	const char *at = sum ? strstr(sum, key) : NULL;
+	if (at == NULL || at > close)
 		return -1;
-	return strtod(bps + strlen("\"bits_per_second\":"), NULL);
+	return strtod(at + strlen(key), NULL);
 }
 
 static int measure_iperf(struct bench *b, int p, bool reverse, double *gbps)
@@ -527,7 +532,16 @@ static int measure_iperf(struct bench *b, int p, bool reverse, double *gbps)
 	static char out[OUT_CAP];
 	int status = run_capture(argv, out, sizeof(out),
 	                         (int64_t)b->cfg.seconds * 1000 + 30000);
-	double bps = iperf_bps(out);
+	double bps =
+	    iperf_figure(out, "\"sum_received\":", "\"bits_per_second\":");
+	/* The sender's TCP: the client's up, the server's with -R. Up
+	 * through netcore the sender is lwIP in the core: iperf3's
+	 * TCP_INFO fails under the shim and its figure is garbage. */
+	double rt = iperf_figure(out, "\"sum_sent\":", "\"retransmits\":");
+	if (p == P_NETCORE && !reverse)
+		rt = -1;
+	long *resent = &pa->resent[reverse];
+	*resent = rt < 0 || *resent < 0 ? -1 : *resent + (long)rt;
 	if (!ok_status(status) || bps <= 0) {
 		fprintf(stderr, "run_bench: %s: iperf3%s failed (status %#x)\n",
 		        pa->name, reverse ? " -R" : "", status);
@@ -626,10 +640,14 @@ static void print_cell(struct path *pa, int m, const char *fmt)
 static void print_table(struct bench *b)
 {
 	printf("\nMedian over rounds (min-max); iperf3: Gbit/s received; "
-	       "curl: seconds for %llu MiB\n",
+	       "curl: seconds for %llu MiB;\nresent: segments the sending "
+	       "TCP retransmitted in all iperf3 runs (-: unknown; netcore up: "
+	       "lwIP\n"
+	       "sends, and iperf3 cannot ask it)\n",
 	       (unsigned long long)b->cfg.mib);
-	printf("  %-12s %22s %22s %22s %9s  %s\n", "path", "iperf3 up",
-	       "iperf3 down (-R)", "curl time_total s", "curl MiB/s", "check");
+	printf("  %-12s %22s %22s %22s %9s %13s  %s\n", "path", "iperf3 up",
+	       "iperf3 down (-R)", "curl time_total s", "curl MiB/s",
+	       "resent up/dn", "check");
 	for (int p = 0; p < P_COUNT; p++) {
 		struct path *pa = &b->p[p];
 		if (!pa->present) {
@@ -641,8 +659,14 @@ static void print_table(struct bench *b)
 		print_cell(pa, M_DOWN, "%.2f");
 		print_cell(pa, M_CURL, "%.3f");
 		double t = median(pa, M_CURL);
-		printf(" %9.0f  %s\n", t > 0 ? (double)b->cfg.mib / t : 0,
-		       pa->failed ? "FAIL" : "ok");
+		char rt[48], up[20] = "-", dn[20] = "-";
+		if (pa->resent[0] >= 0)
+			snprintf(up, sizeof(up), "%ld", pa->resent[0]);
+		if (pa->resent[1] >= 0)
+			snprintf(dn, sizeof(dn), "%ld", pa->resent[1]);
+		snprintf(rt, sizeof(rt), "%s/%s", up, dn);
+		printf(" %9.0f %13s  %s\n", t > 0 ? (double)b->cfg.mib / t : 0,
+		       rt, pa->failed ? "FAIL" : "ok");
 	}
 }
 
