@@ -639,11 +639,11 @@ static void print_cell(struct path *pa, int m, const char *fmt)
 
 static void print_table(struct bench *b)
 {
-	printf("\nMedian over rounds (min-max); iperf3: Gbit/s received; "
-	       "curl: seconds for %llu MiB;\nresent: segments the sending "
-	       "TCP retransmitted in all iperf3 runs (-: unknown; netcore up: "
-	       "lwIP\n"
-	       "sends, and iperf3 cannot ask it)\n",
+	printf("\nMedian over rounds (min-max). iperf3: Gbit/s received; "
+	       "curl: seconds for %llu MiB;\n"
+	       "resent: segments the sending TCP retransmitted in all iperf3 "
+	       "runs\n(-: unknown; up through netcore lwIP sends, and iperf3 "
+	       "cannot ask it)\n",
 	       (unsigned long long)b->cfg.mib);
 	printf("  %-12s %22s %22s %22s %9s %13s  %s\n", "path", "iperf3 up",
 	       "iperf3 down (-R)", "curl time_total s", "curl MiB/s",
@@ -713,7 +713,7 @@ static void print_header(struct bench *b, int argc, char **argv)
 	print_version("iperf3");
 	print_version("curl");
 	print_version("passt");
-	printf("\nmode    : %u rounds; iperf3 -t %u each way; curl of %llu "
+	printf("\nmode    : %u round(s); iperf3 -t %u each way; curl of %llu "
 	       "MiB; paths in rotating order\n",
 	       b->cfg.rounds, b->cfg.seconds, (unsigned long long)b->cfg.mib);
 	printf("paths   : netcore: netcore run (empty netns, shim) -> broker, "
