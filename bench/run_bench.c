@@ -127,8 +127,12 @@ struct bench {
 /* ------------------------------------------------------------- commands */
 
 /* Runs argv, bounded by ms; stdout into out (if any, else /dev/null),
- * stderr inherited. Returns the wait status, -1 if killed or not started. */
-static int run_capture(char *const argv[], char *out, size_t cap, int64_t ms)
+ * stderr inherited. A stop signal ends a stoppable command (a measuring
+ * client) at once; set-up and clean-up commands run to their end, or
+ * cleaning up after Ctrl-C would kill its own `ip netns del`. Returns the
+ * wait status, -1 if killed or not started. */
+static int run_bounded(char *const argv[], char *out, size_t cap, int64_t ms,
+                       bool stoppable)
 {
 	int p[2] = {-1, -1};
 	if (out != NULL && pipe2(p, O_CLOEXEC) != 0)
@@ -155,7 +159,7 @@ static int run_capture(char *const argv[], char *out, size_t cap, int64_t ms)
 	uint64_t start = bk_now_ns();
 	size_t used = 0;
 	while (!err && out != NULL && used + 1 < cap &&
-	       bk_ms_since(start) < ms && !bk_stop_signal) {
+	       bk_ms_since(start) < ms && !(stoppable && bk_stop_signal)) {
 		struct pollfd pf = {.fd = p[0], .events = POLLIN};
 		if (poll(&pf, 1, 100) <= 0)
 			continue;
@@ -171,7 +175,14 @@ static int run_capture(char *const argv[], char *out, size_t cap, int64_t ms)
 	if (err)
 		return -1;
 	int64_t left = ms - bk_ms_since(start);
-	return bk_reap_within(pid, bk_stop_signal ? 0 : (left > 0 ? left : 0));
+	if (stoppable && bk_stop_signal)
+		left = 0;
+	return bk_reap_within(pid, left > 0 ? left : 0);
+}
+
+static int run_capture(char *const argv[], char *out, size_t cap, int64_t ms)
+{
+	return run_bounded(argv, out, cap, ms, false);
 }
 
 static bool ok_status(int status)
@@ -530,8 +541,8 @@ static int measure_iperf(struct bench *b, int p, bool reverse, double *gbps)
 	char *argv[24];
 	client_argv(b, p, words, argv, 24);
 	static char out[OUT_CAP];
-	int status = run_capture(argv, out, sizeof(out),
-	                         (int64_t)b->cfg.seconds * 1000 + 30000);
+	int status = run_bounded(argv, out, sizeof(out),
+	                         (int64_t)b->cfg.seconds * 1000 + 30000, true);
 	double bps =
 	    iperf_figure(out, "\"sum_received\":", "\"bits_per_second\":");
 	/* The sender's TCP: the client's up, the server's with -R. Up
@@ -543,6 +554,8 @@ static int measure_iperf(struct bench *b, int p, bool reverse, double *gbps)
 	long *resent = &pa->resent[reverse];
 	*resent = rt < 0 || *resent < 0 ? -1 : *resent + (long)rt;
 	if (!ok_status(status) || bps <= 0) {
+		if (bk_stop_signal) /* killed on purpose: says enough */
+			return -EINTR;
 		fprintf(stderr, "run_bench: %s: iperf3%s failed (status %#x)\n",
 		        pa->name, reverse ? " -R" : "", status);
 		return -EIO;
@@ -565,13 +578,15 @@ static int measure_curl(struct bench *b, int p, double *secs)
 	char *argv[24];
 	client_argv(b, p, words, argv, 24);
 	char out[512];
-	int status = run_capture(argv, out, sizeof(out), CURL_MS);
+	int status = run_bounded(argv, out, sizeof(out), CURL_MS, true);
 	unsigned code = 0;
 	unsigned long long size = 0;
 	if (ok_status(status) &&
 	    sscanf(out, "%u %llu %lf", &code, &size, secs) == 3 &&
 	    code == 200 && size == b->cfg.mib << 20)
 		return 0;
+	if (bk_stop_signal)
+		return -EINTR;
 	fprintf(stderr, "run_bench: %s: curl failed (status %#x): %s\n",
 	        pa->name, status, out);
 	return -EIO;
