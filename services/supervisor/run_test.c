@@ -301,6 +301,7 @@ static int teardown(void **state)
 	if (F.server > 0) {
 		kill(F.server, SIGKILL);
 		reap(F.server, 5000);
+		F.server = 0;
 	}
 	if (F.sup > 0) {
 		char *stop[] = {(char *)netcore_bin, "stop", "--config", F.conf,
@@ -311,12 +312,17 @@ static int teardown(void **state)
 		/* SIGKILL if stop did not end it: its services die with
 		 * it (--die-with-parent). */
 		reap(F.sup, 5000);
+		F.sup = 0;
 	}
 	if (F.ns_made) {
 		char *del[] = {"ip", "netns", "del", F.ns, NULL};
 		ip(del);
+		F.ns_made = false;
 	}
-	remove_tree(F.dir);
+	/* Idempotent: a failed group setup calls it, then cmocka does. */
+	if (F.dir[0] != '\0')
+		remove_tree(F.dir);
+	F.dir[0] = '\0';
 	return 0;
 }
 
@@ -327,8 +333,10 @@ static int setup_steps(void)
 	snprintf(F.ns, sizeof(F.ns), "nc-run-%d", (int)getpid());
 	snprintf(F.ns_path, sizeof(F.ns_path), "/run/netns/%s", F.ns);
 	snprintf(F.dir, sizeof(F.dir), "/tmp/ncrunt-XXXXXX");
-	if (mkdtemp(F.dir) == NULL)
+	if (mkdtemp(F.dir) == NULL) {
+		F.dir[0] = '\0';
 		return -1;
+	}
 	snprintf(F.run_dir, sizeof(F.run_dir), "%s/run", F.dir);
 	snprintf(F.conf, sizeof(F.conf), "%s/netcore.conf", F.dir);
 	snprintf(F.err, sizeof(F.err), "%s/stderr", F.dir);
