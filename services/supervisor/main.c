@@ -6,13 +6,15 @@
  *   netcore restart|kill phy|core|broker [--config FILE]
  *   netcore stop [--config FILE]
  *   netcore config --print [--config FILE]
+ *   netcore run [--config FILE] [--] CMD [ARG]...
  *
  * Without --config, /etc/netcore/netcore.conf is read if it exists, else
  * every default applies. `up` runs the supervisor in the foreground (sup.c);
  * --daemon starts the same command again with posix_spawn in a new session
  * (never fork: the child will run nng) and returns once it reports ready on
  * a pipe, or fails if it exits first. --ready-fd N writes "ready\n" to fd N
- * once ready (what --daemon uses, and tests).
+ * once ready (what --daemon uses, and tests). `run` (run.c) reads only
+ * the config and becomes CMD; its own flags end at CMD, so CMD's are CMD's.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +30,7 @@
 #include "services/supervisor/cli.h"
 #include "services/supervisor/config.h"
 #include "services/supervisor/ctl.h"
+#include "services/supervisor/run.h"
 #include "services/supervisor/sup.h"
 
 extern char **environ;
@@ -48,7 +51,8 @@ static void usage(void)
 	        "       netcore stats [--json] [--config FILE]\n"
 	        "       netcore restart|kill phy|core|broker [--config FILE]\n"
 	        "       netcore stop [--config FILE]\n"
-	        "       netcore config --print [--config FILE]\n");
+	        "       netcore config --print [--config FILE]\n"
+	        "       netcore run [--config FILE] [--] CMD [ARG]...\n");
 	exit(2);
 }
 
@@ -183,11 +187,39 @@ static int service_arg(int argc, char **argv)
 	return svc;
 }
 
+/* `run`: options up to CMD (or `--`), then CMD's words untouched; getopt
+ * would permute CMD's own options into ours. */
+static int run_command(int argc, char **argv)
+{
+	struct options o = {.ready_fd = -1};
+	int i = 2;
+	for (; i < argc && argv[i][0] == '-'; i++) {
+		if (strcmp(argv[i], "--") == 0) {
+			i++;
+			break;
+		}
+		if (strncmp(argv[i], "--config=", 9) == 0)
+			o.config = argv[i] + 9;
+		else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+			o.config = argv[++i];
+		else
+			usage();
+	}
+	if (i >= argc)
+		usage();
+	struct nc_sup_config c;
+	if (load(&o, &c) != 0)
+		return NCI_RUN_FAILED;
+	return nci_run(&c, argv + i);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2)
 		usage();
 	const char *cmd = argv[1];
+	if (strcmp(cmd, "run") == 0)
+		return run_command(argc, argv);
 	struct options o;
 	optind = 2;
 	parse(argc, argv, &o);
