@@ -305,6 +305,20 @@ ssize_t nc_send(struct nc_sock *s, const void *buf, size_t len, int flags)
 /* ------------------------------------------------------------- receive */
 
 /*
+ * A stream closed in order ends with its EOF descriptor, and the core
+ * shows "closed" only once that is on our ring. We may have read the ring
+ * before the last data came and the state after: look once more, so that
+ * what arrived in between is read before the end of the stream.
+ */
+static bool closed_in_order_pending(struct nc_sock *s,
+                                    const struct nc_sock_state *st)
+{
+	if (s->rx_eof || st->error != 0 || s->lost)
+		return false;
+	return nci_rx_pull(s) == 0 && (nci_rxq_bytes(s) > 0 || s->rx_eof);
+}
+
+/*
  * What to do when the private queue could not satisfy the call: 0 wait
  * for data; 1 return what was copied (end of stream, or an error the next
  * call will report); < 0 fail with that (only when nothing was copied).
@@ -322,7 +336,7 @@ static int stream_recv_check(struct nc_sock *s, size_t copied)
 	case NC_SS_CONNECTING:
 		return 0;
 	case NC_SS_CLOSED:
-		return 1;
+		return closed_in_order_pending(s, &st) ? 0 : 1;
 	default:
 		return copied ? 1 : -ENOTCONN;
 	}

@@ -969,15 +969,17 @@ static uint32_t events(const struct nci_sock *s, uint32_t on_ring)
 
 /*
  * The phase the client sees. A stream that closed in order (no error)
- * shows as connected until its EOF descriptor is on the rx ring: the
+ * shows as connected until its EOF descriptor is on the rx ring (not
+ * merely in the batch waiting for room, as eof_sent alone says): the
  * client reads "closed" as the end of the stream, and bytes the core
  * still holds for it (its ring was full) would otherwise be lost. Found
  * by client_accept_test under load: a stream ended 30 bytes early.
  */
 static uint32_t shown_phase(const struct nci_sock *s)
 {
+	bool eof_on_ring = s->eof_sent && s->batch_n == 0 && !s->filling;
 	if (s->type == SOCK_STREAM && s->phase == NC_SS_CLOSED &&
-	    s->error == 0 && s->connected && !s->eof_sent && !s->rx_shut)
+	    s->error == 0 && s->connected && !eof_on_ring && !s->rx_shut)
 		return NC_SS_CONNECTED;
 	return s->phase;
 }
