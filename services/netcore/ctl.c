@@ -64,6 +64,7 @@
 #include <errno.h>
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,6 +114,15 @@ struct nci_ctl {
 	struct nc_msg_req last_req;
 	struct nc_msg_rep last_rep;
 	uint32_t boot_id; /* random, never 0: tells a restarted core apart */
+	/* The listener, renewed when nobody has been connected for a while:
+	 * nng 1.5.2's listener can go deaf for good when a dialer hangs up
+	 * during the handshake (nng #1518, fixed in 1.6), which a broker
+	 * redialling a restarting core does. */
+	char *url;
+	bool have_listener;
+	nng_listener listener;
+	atomic_int pipes;     /* nng's threads count; the loop reads */
+	int64_t lonely_since; /* ms (monotonic) with no pipe, or 0 */
 };
 
 /* ------------------------------------------------------------ pending */
@@ -354,21 +364,81 @@ static int nng_errno(int rv)
 	}
 }
 
-static int open_nng(struct nci_ctl *ctl, const char *url)
+static void on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+	struct nci_ctl *ctl = arg;
+	(void)p;
+	if (ev == NNG_PIPE_EV_ADD_POST)
+		atomic_fetch_add(&ctl->pipes, 1);
+	else if (ev == NNG_PIPE_EV_REM_POST)
+		atomic_fetch_sub(&ctl->pipes, 1);
+}
+
+static int start_listener(struct nci_ctl *ctl)
 {
 	nng_listener l;
-	int fd = -1;
-	int rv = nng_rep0_open_raw(&ctl->sock);
-	if (rv == 0)
-		ctl->have_sock = true;
-	rv = rv ?: nng_socket_set_size(ctl->sock, NNG_OPT_RECVMAXSZ, RECV_MAX);
-	rv = rv ?: nng_socket_set_int(ctl->sock, NNG_OPT_SENDBUF, SEND_QUEUE);
-	rv = rv ?: nng_listener_create(&l, ctl->sock, url);
+	int rv = nng_listener_create(&l, ctl->sock, ctl->url);
 	if (rv == 0) {
 		int p = nng_listener_set_int(l, NNG_OPT_IPC_PERMISSIONS, 0600);
 		rv = p == NNG_ENOTSUP ? 0 : p; /* not an ipc:// URL */
 	}
 	rv = rv ?: nng_listener_start(l, 0);
+	if (rv == 0) {
+		ctl->listener = l;
+		ctl->have_listener = true;
+	}
+	return rv;
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+#define RELISTEN_MS 1000 /* alone this long: a fresh listener */
+
+/* See struct nci_ctl: a listener nobody reached for RELISTEN_MS is
+ * replaced (cheap when no broker is there, a cure when one is locked
+ * out). Connected brokers are never disturbed. */
+static void relisten_if_alone(struct nci_ctl *ctl)
+{
+	if (!ctl->have_listener || atomic_load(&ctl->pipes) > 0) {
+		ctl->lonely_since = 0;
+		return;
+	}
+	int64_t now = mono_ms();
+	if (ctl->lonely_since == 0 || now - ctl->lonely_since < RELISTEN_MS) {
+		if (ctl->lonely_since == 0)
+			ctl->lonely_since = now;
+		return;
+	}
+	ctl->lonely_since = now;
+	nng_listener_close(ctl->listener);
+	ctl->have_listener = false;
+	if (start_listener(ctl) == 0)
+		ctl->stats->ctl_relistens++;
+}
+
+static int open_nng(struct nci_ctl *ctl, const char *url)
+{
+	int fd = -1;
+	ctl->url = strdup(url);
+	if (ctl->url == NULL)
+		return -ENOMEM;
+	int rv = nng_rep0_open_raw(&ctl->sock);
+	if (rv == 0)
+		ctl->have_sock = true;
+	rv = rv ?: nng_socket_set_size(ctl->sock, NNG_OPT_RECVMAXSZ, RECV_MAX);
+	rv = rv ?: nng_socket_set_int(ctl->sock, NNG_OPT_SENDBUF, SEND_QUEUE);
+	rv = rv
+	         ?: nng_pipe_notify(ctl->sock, NNG_PIPE_EV_ADD_POST, on_pipe,
+	                            ctl);
+	rv = rv
+	         ?: nng_pipe_notify(ctl->sock, NNG_PIPE_EV_REM_POST, on_pipe,
+	                            ctl);
+	rv = rv ?: start_listener(ctl);
 	rv = rv ?: nng_socket_get_int(ctl->sock, NNG_OPT_RECVFD, &fd);
 	if (rv != 0) {
 		nc_log(NC_LOG_ERROR, "control %s: %s", url, nng_strerror(rv));
@@ -634,6 +704,7 @@ void nci_ctl_destroy(struct nci_ctl *ctl)
 		unlink(ctl->fds_path);
 	}
 	free(ctl->fds_path);
+	free(ctl->url);
 	for (int i = 0; i < MAX_PENDING; i++)
 		if (ctl->pending[i].used)
 			pending_clear(&ctl->pending[i]);
@@ -645,6 +716,7 @@ bool nci_ctl_poll(struct nci_ctl *ctl)
 	fds_service(ctl, false);
 	if (!ctl->have_sock)
 		return false;
+	relisten_if_alone(ctl);
 	int served = 0;
 	while (served < CTL_BATCH && serve_one(ctl))
 		served++;

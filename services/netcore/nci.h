@@ -42,6 +42,7 @@ struct nci_stats {
 	uint64_t ctl_requests;     /* control messages received */
 	uint64_t ctl_refused;      /* answered -EPROTO, or hung up */
 	uint64_t ctl_duplicates;   /* a resent request answered again */
+	uint64_t ctl_relistens;    /* listener renewed: nobody connected */
 	uint64_t ctl_reply_failed; /* nng could not take a reply */
 	uint64_t fds_refused;      /* fd-channel messages refused */
 	uint64_t udp_rx_dropped;   /* no buffer, ring space, or too big */
