@@ -461,12 +461,12 @@ static void on_forward_done(void *arg, int status, const struct nc_msg_rep *rep)
 	nci_rep_init(&out, &cl->reply_hdr, result);
 	if (result >= 0)
 		copy_payload(&out, rep);
-	/* -ECONNRESET from the core: it dropped this client (docs), unless
-	 * the call went to a new core, which does not know it yet. */
-	bool dropped = status == 0 && result == -ECONNRESET &&
-	               cl->call_adds == nci_core_pipe_adds(b->core) &&
-	               !nci_sync_pending(b);
-	if (nci_send_rep(cl->fd, &out, NULL, 0) != 0 || dropped) {
+	/* -ECONNRESET from the core: it dropped this client (docs), or the
+	 * call reached a new core that does not know it yet. Which of the
+	 * two, a HELLO tells (recover.c): the client is re-added or lost. */
+	if (status == 0 && result == -ECONNRESET)
+		nci_sync_suspect(b, cl);
+	if (nci_send_rep(cl->fd, &out, NULL, 0) != 0) {
 		nci_client_lost(b, cl);
 		return;
 	}

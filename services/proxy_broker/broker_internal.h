@@ -87,6 +87,8 @@ struct nci_client {
 	uint32_t call_adds;    /* core connections made when it started */
 	bool readd;            /* the core restarted: add again after call */
 	bool held;             /* fwd waits for a sync to finish */
+	bool suspect;          /* the core said it does not know us */
+	uint64_t suspect_at;   /* HELLOs sent by then (recover.c) */
 	uint64_t token;        /* reattach secret (ATTACH reply, core) */
 	struct nci_pidwatch pidw;    /* RECOVERED only */
 	struct nc_msg_req fwd;       /* that request, as forwarded */
@@ -220,6 +222,7 @@ struct nc_broker {
 	uint32_t list_after;        /* CLIENT_LIST cursor */
 	struct nci_client *listing; /* SOCK_LIST: whose sockets */
 	int32_t sock_cursor;
+	uint64_t hellos; /* HELLOs sent; the one in flight is number hellos */
 };
 
 /* broker.c, for recover.c. */
@@ -247,6 +250,9 @@ void nci_sync_poll(struct nc_broker *b);
 bool nci_sync_pending(const struct nc_broker *b);
 /* Milliseconds until the sync wants to run again, or -1. */
 int nci_sync_timeout(const struct nc_broker *b);
+/* The core answered -ECONNRESET for `cl`: asks the core who it is (a
+ * HELLO) before deciding; the same core means it dropped the client. */
+void nci_sync_suspect(struct nc_broker *b, struct nci_client *cl);
 /* A call of `cl` finished: runs a re-add the core restart deferred. */
 void nci_sync_after_call(struct nc_broker *b, struct nci_client *cl);
 /* A REATTACH from connection `cl` (NEW) with the fds it carried (taken). */

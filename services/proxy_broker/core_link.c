@@ -352,12 +352,8 @@ static void on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
 	struct nci_core *core = arg;
 	(void)p;
-	if (ev == NNG_PIPE_EV_ADD_PRE) {
-		/* Counted before the pipe can carry a request: a reply from a
-		 * new core must never look like one from the core a call was
-		 * started for (ADD_POST may come after such a reply). */
+	if (ev == NNG_PIPE_EV_ADD_POST) {
 		atomic_fetch_add(&core->pipe_adds, 1);
-	} else if (ev == NNG_PIPE_EV_ADD_POST) {
 		atomic_fetch_add(&core->pipes, 1);
 		/* The loop must look: this may be a new core. */
 		uint64_t one = 1;
@@ -389,7 +385,6 @@ static int open_socket(struct nci_core *core, const char *url)
 	nng_socket_set_ms(core->sock, NNG_OPT_RECONNMAXT, 500);
 	nng_socket_set_ms(core->sock, NNG_OPT_REQ_RESENDTIME,
 	                  NNG_DURATION_INFINITE);
-	nng_pipe_notify(core->sock, NNG_PIPE_EV_ADD_PRE, on_pipe, core);
 	nng_pipe_notify(core->sock, NNG_PIPE_EV_ADD_POST, on_pipe, core);
 	nng_pipe_notify(core->sock, NNG_PIPE_EV_REM_POST, on_pipe, core);
 	/* Non-blocking: the core may not be listening yet. */

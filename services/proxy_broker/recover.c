@@ -89,10 +89,20 @@ static void resume_clients(struct nc_broker *b)
 	}
 }
 
+/* A suspicion newer than the HELLO just answered asks another one. */
+static bool suspects_waiting(const struct nc_broker *b)
+{
+	for (const struct nci_client *cl = b->clients; cl; cl = cl->next)
+		if (cl->suspect && !cl->gone && cl->suspect_at >= b->hellos)
+			return true;
+	return false;
+}
+
 static void sync_done(struct nc_broker *b)
 {
 	b->sync_busy = false;
-	b->sync_failed = false;
+	b->sync_failed = suspects_waiting(b);
+	b->sync_retry_ms = nci_now_ms();
 	b->synced = true;
 	b->listing = NULL;
 	resume_clients(b);
@@ -282,6 +292,7 @@ static void on_readd_done(void *arg, int status, const struct nc_msg_rep *rep)
 static void readd(struct nc_broker *b, struct nci_client *cl)
 {
 	cl->readd = false;
+	cl->suspect = false;
 	nci_table_reset(cl);
 	cl->state = NCI_CLIENT_ADDING;
 	nci_set_reading(b, cl, false);
@@ -319,6 +330,31 @@ void nci_sync_after_call(struct nc_broker *b, struct nci_client *cl)
 
 /* ------------------------------------------------------------------ hello */
 
+/* The same core as before said it does not know these: it dropped them. */
+static void lose_suspects(struct nc_broker *b)
+{
+	struct nci_client *next;
+	for (struct nci_client *cl = b->clients; cl != NULL; cl = next) {
+		next = cl->next;
+		/* Only a HELLO sent after the suspicion speaks for it. */
+		if (cl->suspect && !cl->gone && cl->suspect_at < b->hellos) {
+			cl->suspect = false;
+			nci_client_lost(b, cl);
+		}
+	}
+}
+
+void nci_sync_suspect(struct nc_broker *b, struct nci_client *cl)
+{
+	cl->suspect = true;
+	cl->suspect_at = b->hellos;
+	if (!b->sync_busy) {
+		/* A HELLO at the next turn, whatever else is due. */
+		b->sync_failed = true;
+		b->sync_retry_ms = nci_now_ms();
+	}
+}
+
 static void on_hello(void *arg, int status, const struct nc_msg_rep *rep)
 {
 	struct nc_broker *b = arg;
@@ -333,6 +369,8 @@ static void on_hello(void *arg, int status, const struct nc_msg_rep *rep)
 		list_next_client(b);
 		return;
 	}
+	if (boot == b->core_boot)
+		lose_suspects(b);
 	if (boot != b->core_boot) {
 		nc_log(NC_LOG_INFO,
 		       "a new core (boot %08x): adding %u client(s) "
@@ -374,6 +412,7 @@ void nci_sync_poll(struct nc_broker *b)
 	/* A failed listing starts over: HELLO decides what to do. */
 	if (!b->synced && b->core_boot != 0 && retry)
 		b->core_boot = 0;
+	b->hellos++;
 	sync_call(b, NC_MSG_CORE_HELLO, 0, 0, -1, on_hello);
 }
 
