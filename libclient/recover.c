@@ -93,6 +93,12 @@ static struct nc_sock *let_go(struct nc_client *c)
 		uint32_t phase =
 		    __atomic_load_n(&c->states[i].phase, __ATOMIC_RELAXED);
 		s->remake = can_remake(s, phase) && !s->broken;
+		/* Bytes the program had not read yet were in buffers the new
+		 * core takes back: the stream cannot end with an EOF that
+		 * follows them (that would cut it short silently); it ends
+		 * with the reset. Found by the core fault suite. */
+		if (s->rxq_n > 0)
+			s->rx_eof = false;
 		s->rxq_n = 0;
 		s->rxq_head = 0;
 		s->connect_pending = false;
