@@ -74,13 +74,6 @@ struct nci_core {
 	uint32_t next_id;
 	struct sockaddr_un fds_addr;
 	int fds_fd;
-	/* The dialer, renewed when no connection has come for a while: after
-	 * some core restarts nng 1.5.2's dialer never connects again (seen in
-	 * the core fault suite: the new core got no request at all). */
-	char *url;
-	bool have_dialer;
-	int64_t alone_since; /* ms (nng_clock) with no pipe, or 0 */
-	uint64_t redials;
 };
 
 /* The message the fd channel carries with SCM_RIGHTS [memfd, bells]. */
@@ -395,13 +388,7 @@ static int open_socket(struct nci_core *core, const char *url)
 	nng_pipe_notify(core->sock, NNG_PIPE_EV_ADD_POST, on_pipe, core);
 	nng_pipe_notify(core->sock, NNG_PIPE_EV_REM_POST, on_pipe, core);
 	/* Non-blocking: the core may not be listening yet. */
-	core->url = strdup(url);
-	if (core->url == NULL) {
-		nng_close(core->sock);
-		return -ENOMEM;
-	}
 	rv = nng_dial(core->sock, url, NULL, NNG_FLAG_NONBLOCK);
-	core->have_dialer = rv == 0;
 	if (rv != 0) {
 		nng_close(core->sock);
 		return from_nng(rv);
@@ -458,41 +445,7 @@ void nci_core_close(struct nci_core *core)
 	}
 	if (core->fds_fd >= 0)
 		close(core->fds_fd);
-	free(core->url);
 	close(core->efd);
 	pthread_mutex_destroy(&core->lock);
 	free(core);
-}
-
-#define REDIAL_MS   1500 /* no connection this long: one more dialer */
-#define MAX_REDIALS 16   /* at most this many extra dialers, ever */
-
-void nci_core_watch(struct nci_core *core)
-{
-	if (!core->have_dialer || nci_core_pipes(core) > 0) {
-		core->alone_since = 0;
-		return;
-	}
-	int64_t now = (int64_t)nng_clock();
-	if (core->alone_since == 0) {
-		core->alone_since = now;
-		return;
-	}
-	if (now - core->alone_since < REDIAL_MS)
-		return;
-	core->alone_since = now;
-	if (core->redials >= MAX_REDIALS)
-		return;
-	/* Another dialer beside the stuck one: closing a dialer that is
-	 * connecting panics nng 1.5.2 (broker_test, absent core). Requests
-	 * waiting for a connection stay queued on the socket and go out on
-	 * whichever dialer connects. */
-	nng_dialer d;
-	if (nng_dial(core->sock, core->url, &d, NNG_FLAG_NONBLOCK) == 0)
-		core->redials++;
-}
-
-uint64_t nci_core_redials(const struct nci_core *core)
-{
-	return core->redials;
 }
