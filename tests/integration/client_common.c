@@ -355,6 +355,17 @@ uint16_t ct_addr_port(const struct sockaddr *sa)
 	return 0;
 }
 
+int ct_bind(int fd, const struct sockaddr *sa, socklen_t len)
+{
+	int rc = bind(fd, sa, len);
+	for (int i = 0; rc != 0 && errno == EADDRNOTAVAIL && i < 500; i++) {
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+		rc = bind(fd, sa, len);
+	}
+	return rc;
+}
+
 int ct_tcp_listen(int family, const char *addr, uint16_t port, int backlog)
 {
 	int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -366,7 +377,7 @@ int ct_tcp_listen(int family, const char *addr, uint16_t port, int backlog)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 	struct sockaddr_storage ss;
 	socklen_t len = ct_sockaddr(family, addr, port, &ss);
-	if (bind(fd, (struct sockaddr *)&ss, len) != 0 ||
+	if (ct_bind(fd, (struct sockaddr *)&ss, len) != 0 ||
 	    listen(fd, backlog) != 0) {
 		int err = -errno;
 		close(fd);

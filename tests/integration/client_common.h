@@ -108,6 +108,9 @@ uint16_t ct_addr_port(const struct sockaddr *sa);
 /* A kernel TCP listener on addr:port (IPv6: V6ONLY), SO_REUSEADDR. -errno
  * on failure. */
 int ct_tcp_listen(int family, const char *addr, uint16_t port, int backlog);
+/* bind(), waiting (bounded, 5 s) while the address is not usable yet
+ * (EADDRNOTAVAIL: an IPv6 address the phy driver has just set). */
+int ct_bind(int fd, const struct sockaddr *sa, socklen_t len);
 /* SO_RCVTIMEO and SO_SNDTIMEO on a kernel socket. */
 void ct_set_timeouts(int fd, int seconds);
 

@@ -68,10 +68,10 @@ static int setup(void **state)
 		return -1;
 	setsockopt(udp6, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 	socklen_t len = ct_sockaddr(AF_INET, NC_TB_KERNEL4, PORT, &ss);
-	if (bind(udp4, (struct sockaddr *)&ss, len) != 0)
+	if (ct_bind(udp4, (struct sockaddr *)&ss, len) != 0)
 		return -1;
 	len = ct_sockaddr(AF_INET6, NC_TB_KERNEL6, PORT, &ss);
-	return bind(udp6, (struct sockaddr *)&ss, len) == 0 ? 0 : -1;
+	return ct_bind(udp6, (struct sockaddr *)&ss, len) == 0 ? 0 : -1;
 }
 
 static int teardown(void **state)
