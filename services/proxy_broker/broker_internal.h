@@ -187,6 +187,9 @@ int nci_core_call(struct nci_core *core, const struct nc_msg_req *req,
 int nci_core_send_fds(struct nci_core *core, uint32_t client,
                       uint32_t client_gen, const int fds[3]);
 uint64_t nci_core_in_flight(const struct nci_core *core);
+/* Once per loop turn: a socket that has not reached the core for a while
+ * is replaced (see core_link.c). */
+void nci_core_watch(struct nci_core *core);
 /* Connections to the core made so far (a new one may be a new core). */
 uint32_t nci_core_pipe_adds(const struct nci_core *core);
 /* Connections to the core's control socket now (0: none yet, or lost). */

@@ -74,6 +74,14 @@ struct nci_core {
 	uint32_t next_id;
 	struct sockaddr_un fds_addr;
 	int fds_fd;
+	/* A socket that has not reached the core for REOPEN_MS is replaced:
+	 * after some core restarts nng 1.5.2's dialer never connects again
+	 * (the core fault suite saw a new core get no request at all).
+	 * Calls on the old socket fail (-EAGAIN) as it closes. */
+	char *url;
+	atomic_int sock_id;  /* pipes of older sockets are not counted */
+	int64_t alone_since; /* nng_clock ms with no pipe, or 0 */
+	uint64_t reopens;
 };
 
 /* The message the fd channel carries with SCM_RIGHTS [memfd, bells]. */
@@ -351,7 +359,8 @@ int nci_core_send_fds(struct nci_core *core, uint32_t client,
 static void on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
 	struct nci_core *core = arg;
-	(void)p;
+	if (nng_socket_id(nng_pipe_socket(p)) != atomic_load(&core->sock_id))
+		return; /* a socket we replaced */
 	if (ev == NNG_PIPE_EV_ADD_POST) {
 		atomic_fetch_add(&core->pipe_adds, 1);
 		atomic_fetch_add(&core->pipes, 1);
@@ -380,6 +389,8 @@ static int open_socket(struct nci_core *core, const char *url)
 	int rv = nng_req0_open(&core->sock);
 	if (rv != 0)
 		return from_nng(rv);
+	atomic_store(&core->pipes, 0);
+	atomic_store(&core->sock_id, nng_socket_id(core->sock));
 	/* Reconnect to a restarted core quickly; never resend by timer. */
 	nng_socket_set_ms(core->sock, NNG_OPT_RECONNMINT, 20);
 	nng_socket_set_ms(core->sock, NNG_OPT_RECONNMAXT, 500);
@@ -406,6 +417,11 @@ int nci_core_open(struct nci_core **out, const char *url, const char *fds_path)
 	core->fds_fd = -1;
 	core->fds_addr.sun_family = AF_UNIX;
 	strcpy(core->fds_addr.sun_path, fds_path);
+	core->url = strdup(url);
+	if (core->url == NULL) {
+		free(core);
+		return -ENOMEM;
+	}
 	core->done_tail = &core->done_head;
 	core->next_id = 1;
 	pthread_mutex_init(&core->lock, NULL);
@@ -445,7 +461,29 @@ void nci_core_close(struct nci_core *core)
 	}
 	if (core->fds_fd >= 0)
 		close(core->fds_fd);
+	free(core->url);
 	close(core->efd);
 	pthread_mutex_destroy(&core->lock);
 	free(core);
+}
+
+#define REOPEN_MS 3000 /* no connection to the core this long: reopen */
+
+void nci_core_watch(struct nci_core *core)
+{
+	if (atomic_load(&core->pipes) > 0) {
+		core->alone_since = 0;
+		return;
+	}
+	int64_t now = (int64_t)nng_clock();
+	if (core->alone_since == 0)
+		core->alone_since = now;
+	if (now - core->alone_since < REOPEN_MS)
+		return;
+	core->alone_since = now;
+	/* The old socket's calls complete (NNG_ECLOSED) through on_aio and
+	 * end as -EAGAIN in nci_core_poll; new calls use the new socket. */
+	nng_close(core->sock);
+	if (open_socket(core, core->url) == 0)
+		core->reopens++;
 }

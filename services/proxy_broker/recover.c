@@ -401,6 +401,7 @@ static void sync_call(struct nc_broker *b, enum nc_msg_type type,
 
 void nci_sync_poll(struct nc_broker *b)
 {
+	nci_core_watch(b->core);
 	if (b->sync_busy)
 		return;
 	uint32_t adds = nci_core_pipe_adds(b->core);
