@@ -46,6 +46,7 @@
 
 #include <cmocka.h>
 
+#include "services/supervisor/testing/suptest.h"
 #include "tests/sha256/sha256.h"
 
 extern char **environ;
@@ -265,36 +266,6 @@ static int start_server(void)
 	return err ? -1 : wait_listening();
 }
 
-static void remove_tree(const char *dir)
-{
-	DIR *d = opendir(dir);
-	if (d == NULL)
-		return;
-	struct dirent *e;
-	char path[512];
-	while ((e = readdir(d)) != NULL) {
-		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-		if (e->d_type == DT_DIR)
-			remove_tree(path);
-		else
-			unlink(path);
-	}
-	closedir(d);
-	rmdir(dir);
-}
-
-static void dump_stderr(void)
-{
-	FILE *f = fopen(F.err, "r");
-	char line[1200];
-	while (f && fgets(line, sizeof(line), f))
-		fputs(line, stderr);
-	if (f)
-		fclose(f);
-}
-
 static int teardown(void **state)
 {
 	(void)state;
@@ -308,7 +279,7 @@ static int teardown(void **state)
 		                NULL};
 		char out[512];
 		if (exit_code(run(stop, out, sizeof(out), true)) != 0)
-			dump_stderr();
+			suptest_dump_file(F.err);
 		/* SIGKILL if stop did not end it: its services die with
 		 * it (--die-with-parent). */
 		reap(F.sup, 5000);
@@ -321,7 +292,7 @@ static int teardown(void **state)
 	}
 	/* Idempotent: a failed group setup calls it, then cmocka does. */
 	if (F.dir[0] != '\0')
-		remove_tree(F.dir);
+		suptest_remove_tree(F.dir);
 	F.dir[0] = '\0';
 	return 0;
 }

@@ -43,6 +43,7 @@
 #include <cmocka.h>
 
 #include "libclient/netcore.h"
+#include "services/supervisor/testing/suptest.h"
 
 extern char **environ;
 
@@ -469,50 +470,20 @@ static int setup(void **state)
 	return run(lo, out, sizeof(out)) == 0 ? 0 : -1;
 }
 
-static void remove_tree(const char *dir)
-{
-	DIR *d = opendir(dir);
-	if (d == NULL)
-		return;
-	struct dirent *e;
-	char path[512];
-	while ((e = readdir(d)) != NULL) {
-		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-		if (e->d_type == DT_DIR)
-			remove_tree(path);
-		else
-			unlink(path);
-	}
-	closedir(d);
-	rmdir(dir);
-}
-
-static void dump_stderr(void)
-{
-	FILE *f = fopen(R.err, "r");
-	char line[1200];
-	while (f && fgets(line, sizeof(line), f))
-		fputs(line, stderr);
-	if (f)
-		fclose(f);
-}
-
 static int teardown(void **state)
 {
 	(void)state;
 	if (R.sup > 0) {
 		/* A failed step: SIGKILL; the services die with their
 		 * parent (--die-with-parent). */
-		dump_stderr();
+		suptest_dump_file(R.err);
 		kill(R.sup, SIGKILL);
 		reap(R.sup, 5000);
 		pause_ms(300);
 	}
 	if (R.ns_made)
 		ip("netns", "del", R.ns, NULL);
-	remove_tree(R.dir);
+	suptest_remove_tree(R.dir);
 	return 0;
 }
 
