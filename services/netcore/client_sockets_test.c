@@ -521,6 +521,111 @@ static void options_are_stored_bounded_and_reported(void **state)
 	done(&c);
 }
 
+/* Sends from c's socket k until the core stops taking (nobody reads the
+ * other end); returns how much went onto the ring. */
+static size_t send_until_full(struct th_client *c, int k, const uint8_t *src,
+                              size_t cap)
+{
+	size_t sent = 0;
+	for (int idle = 0; idle < 20 && sent < cap;) {
+		size_t n = th_send(c, k, src + sent, cap - sent);
+		sent += n;
+		idle = n > 0 ? 0 : idle + 1;
+		th_advance(10);
+	}
+	assert_true(sent < cap);
+	assert_true(nc_ring_ready(&c->tx[k]) > 0); /* still queued */
+	return sent;
+}
+
+static uint8_t *pattern(size_t cap, unsigned salt)
+{
+	uint8_t *p = malloc(cap);
+	assert_non_null(p);
+	for (size_t i = 0; i < cap; i++)
+		p[i] = (uint8_t)(i * salt + (i >> 12));
+	return p;
+}
+
+/* Connects a socket of c to the listener l of peer on `port`. */
+static void connect_to(struct th_client *c, int *k, struct th_client *peer,
+                       int l, uint16_t port, int *a)
+{
+	*k = th_socket(c, AF_INET, SOCK_STREAM);
+	assert_int_equal(th_connect(c, *k, th_addr("127.0.0.1", port)),
+	                 -EINPROGRESS);
+	assert_true(th_wait_events(peer, l, NC_EV_ACCEPTABLE, 1000));
+	*a = th_accept(peer, l, NULL);
+	assert_true(*a >= 0);
+	assert_true(th_wait_events(c, *k, NC_EV_CONNECTED, 1000));
+}
+
+/* A process that exits right after writing (closed or not) loses nothing:
+ * as with the kernel, its peer gets every byte and then the FIN, and the
+ * core lets go of the region afterwards. */
+static void a_gone_client_still_sends_what_it_queued(void **state)
+{
+	(void)state;
+	struct th_client c, peer;
+	assert_int_equal(th_attach(&peer), 0);
+	/* The peer's mappings: ours and the core's. */
+	int maps = th_client_maps();
+	int l = th_socket(&peer, AF_INET, SOCK_STREAM);
+	assert_int_equal(th_bind(&peer, l, th_addr("127.0.0.1", 7010)), 0);
+	assert_int_equal(th_listen(&peer, l, 4), 0);
+	size_t cap = 4u << 20;
+	uint8_t *src = pattern(cap, 13), *dst = malloc(cap);
+	assert_non_null(dst);
+	for (int closed = 0; closed < 2; closed++) {
+		int k, a;
+		assert_int_equal(th_attach(&c), 0);
+		connect_to(&c, &k, &peer, l, 7010, &a);
+		size_t sent = send_until_full(&c, k, src, cap);
+		if (closed) /* CLOSE then waits for the drain */
+			assert_int_equal(th_close(&c, k), 0);
+		assert_int_equal(th_remove(&c), 0);
+		th_client_close(&c);
+		assert_int_equal(recv_to_eof(&peer, a, dst, cap), sent);
+		assert_memory_equal(dst, src, sent);
+		th_pump(); /* then the core lets go of c's region */
+		assert_int_equal(th_client_maps(), maps);
+		assert_int_equal(th_close(&peer, a), 0);
+	}
+	free(src);
+	free(dst);
+	done(&peer);
+}
+
+/* ... but only for so long: a peer that never reads gets a reset, not a
+ * FIN after a stream cut short, and the region is let go. */
+static void a_gone_client_whose_peer_never_reads_is_reset(void **state)
+{
+	(void)state;
+	struct th_client c, peer;
+	assert_int_equal(th_attach(&peer), 0);
+	int maps = th_client_maps();
+	assert_int_equal(th_attach(&c), 0);
+	int l = th_socket(&peer, AF_INET, SOCK_STREAM);
+	assert_int_equal(th_bind(&peer, l, th_addr("127.0.0.1", 7011)), 0);
+	assert_int_equal(th_listen(&peer, l, 4), 0);
+	int k, a;
+	connect_to(&c, &k, &peer, l, 7011, &a);
+	size_t cap = 4u << 20;
+	uint8_t *src = pattern(cap, 7);
+	send_until_full(&c, k, src, cap);
+	free(src);
+	assert_int_equal(th_remove(&c), 0);
+	th_client_close(&c);
+	th_advance(25000); /* within the grace period: still waiting */
+	assert_int_equal(th_client_maps(), maps + 1);
+	assert_int_equal(th_state(&peer, a).error, 0);
+	th_advance(6000); /* past it */
+	assert_int_equal(th_client_maps(), maps);
+	assert_true(th_wait_events(&peer, a, NC_EV_ERROR, 1000));
+	assert_int_equal(th_state(&peer, a).error, ECONNRESET);
+	done(&peer);
+}
+
 static void linger_zero_close_resets_the_peer(void **state)
 {
 	(void)state;
@@ -598,6 +703,8 @@ int main(void)
 	    cmocka_unit_test(a_resent_request_is_answered_once),
 	    cmocka_unit_test(connect_to_a_closed_port_is_refused),
 	    cmocka_unit_test(options_are_stored_bounded_and_reported),
+	    cmocka_unit_test(a_gone_client_still_sends_what_it_queued),
+	    cmocka_unit_test(a_gone_client_whose_peer_never_reads_is_reset),
 	    cmocka_unit_test(linger_zero_close_resets_the_peer),
 	    cmocka_unit_test(wakeups_follow_the_protocol),
 	};

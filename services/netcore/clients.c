@@ -8,9 +8,16 @@
  * the fds only after our reply), its first TX buffers lent, its core
  * doorbell in the core's epoll set. BROKEN: it broke its region (a
  * descriptor or a ring index we refuse); nothing of it is served any more
- * and the next service pass removes it. GONE: removed, by CLIENT_REMOVE or
- * as broken: every socket closed toward its peer, the sockets' states set
- * to reset, the client woken, the region unmapped, the fds closed.
+ * and the next service pass removes it. RETIRING: the broker said it is
+ * gone (CLIENT_REMOVE) while some of its streams still held bytes it had
+ * written: as on process exit with the kernel, every socket is closed,
+ * and those streams stay until lwIP has taken what was queued (RETIRE_MS
+ * at most; then they are reset, never ended with a FIN after a cut). A
+ * retiring client is out of the table: no request reaches it, a new
+ * client may take its id, and at most MAX_RETIRING wait (the oldest goes
+ * first). GONE: removed, by CLIENT_REMOVE or as broken: every socket
+ * closed toward its peer, the sockets' states set to reset, the client
+ * woken, the region unmapped, the fds closed.
  *
  * Ownership. The core owns every buffer of the pool (nc_pool). TX buffers
  * are a fixed set of min(ring_slots - 1, buf_count / 2), lent on the free
@@ -62,17 +69,23 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "lwip/sys.h"
+
 #include "services/netcore/sock.h"
 
 #define NCI_OWNER_TX 0xffffu
 #define DONE_BATCH   64
 #define MAX_CLIENTS  1024
+#define MAX_RETIRING 64    /* gone clients whose streams still send */
+#define RETIRE_MS    30000 /* how long those streams may take */
 
 _Static_assert(sizeof(struct nc_sock_state) == 64, "state layout is ABI");
 
 struct nci_clients {
 	struct nci_client **v;
 	uint32_t n, cap;
+	struct nci_client *retiring[MAX_RETIRING]; /* oldest first */
+	uint32_t retiring_n;
 	int epfd;
 	struct nci_stats *stats;
 	bool dirty; /* an lwIP callback touched a client socket */
@@ -313,6 +326,26 @@ static int table_insert(struct nci_clients *t, struct nci_client *cl)
 	return 0;
 }
 
+/* Takes cl out of whichever list holds it, keeping the retiring oldest
+ * first. */
+static void table_unlink(struct nci_clients *t, struct nci_client *cl)
+{
+	for (uint32_t i = 0; i < t->n; i++) {
+		if (t->v[i] == cl) {
+			t->v[i] = t->v[--t->n];
+			return;
+		}
+	}
+	for (uint32_t i = 0; i < t->retiring_n; i++) {
+		if (t->retiring[i] == cl) {
+			t->retiring_n--;
+			memmove(&t->retiring[i], &t->retiring[i + 1],
+			        (t->retiring_n - i) * sizeof(t->retiring[0]));
+			return;
+		}
+	}
+}
+
 int nci_clients_add(struct nci_clients *t, struct nci_client *cl)
 {
 	int err = format_rings(cl, 1);
@@ -383,6 +416,8 @@ void nci_clients_destroy(struct nci_clients *t)
 		return;
 	while (t->n > 0)
 		nci_clients_remove(t, t->v[t->n - 1]);
+	while (t->retiring_n > 0)
+		nci_clients_remove(t, t->retiring[0]);
 	free(t->v);
 	free(t);
 }
@@ -448,14 +483,40 @@ void nci_clients_remove(struct nci_clients *t, struct nci_client *cl)
 	}
 	wake_client(cl);
 	nci_epoll_del(t->epfd, &cl->bell_src);
-	for (uint32_t i = 0; i < t->n; i++) {
-		if (t->v[i] == cl) {
-			t->v[i] = t->v[--t->n];
-			break;
-		}
-	}
+	table_unlink(t, cl);
 	t->stats->clients--;
 	nci_client_free(cl);
+}
+
+static uint32_t sockets_left(const struct nci_client *cl)
+{
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < cl->chans_used; i++)
+		n += cl->chans[i].sock != NULL;
+	return n;
+}
+
+void nci_clients_retire(struct nci_clients *t, struct nci_client *cl)
+{
+	for (uint32_t i = 0; i < cl->chans_used && !cl->broken; i++) {
+		struct nci_sock *s = cl->chans[i].sock;
+		if (s != NULL)
+			nci_sock_retire(s);
+	}
+	uint32_t left = sockets_left(cl);
+	if (left == 0 || cl->broken) {
+		nci_clients_remove(t, cl);
+		return;
+	}
+	if (t->retiring_n == MAX_RETIRING)
+		nci_clients_remove(t, t->retiring[0]);
+	table_unlink(t, cl);
+	cl->retire_deadline = sys_now() + RETIRE_MS;
+	t->retiring[t->retiring_n++] = cl;
+	nc_log(NC_LOG_INFO,
+	       "client %u gone; streams still sending: %u; they finish "
+	       "first (%d s at most)",
+	       cl->id, left, RETIRE_MS / 1000);
 }
 
 /* ------------------------------------------------------------- service */
@@ -501,6 +562,29 @@ static void client_service(struct nci_client *cl, bool *more)
 		wake_client(cl);
 }
 
+/* Gone clients' streams send what is left; each client goes once they
+ * are done, or resets them at its deadline. */
+static void retiring_service(struct nci_clients *t, bool *more)
+{
+	for (uint32_t i = 0; i < t->retiring_n;) {
+		struct nci_client *cl = t->retiring[i];
+		if (!cl->broken)
+			client_service(cl, more);
+		uint32_t left = sockets_left(cl);
+		bool late = (int32_t)(sys_now() - cl->retire_deadline) >= 0;
+		if (left > 0 && !cl->broken && !late) {
+			i++;
+			continue;
+		}
+		if (left > 0 && late)
+			nc_log(NC_LOG_WARN,
+			       "client %u: %u streams not sent within %d s: "
+			       "reset",
+			       cl->id, left, RETIRE_MS / 1000);
+		nci_clients_remove(t, cl); /* slides the rest down */
+	}
+}
+
 bool nci_clients_service(struct nci_clients *t)
 {
 	bool more = false;
@@ -521,6 +605,7 @@ bool nci_clients_service(struct nci_clients *t)
 		t->stats->clients_broken++;
 		nci_clients_remove(t, cl);
 	}
+	retiring_service(t, &more);
 	return more;
 }
 
@@ -556,6 +641,9 @@ bool nci_clients_prepare_wait(struct nci_clients *t)
 			return false;
 		}
 	}
+	for (uint32_t i = 0; i < t->retiring_n; i++)
+		if (client_has_work(t->retiring[i]))
+			return false;
 	return !t->dirty;
 }
 
@@ -583,8 +671,9 @@ bool nci_clients_take_dirty(struct nci_clients *t)
 void nci_clients_count_phases(const struct nci_clients *t, uint64_t *counts,
                               unsigned n)
 {
-	for (uint32_t i = 0; i < t->n; i++) {
-		const struct nci_client *cl = t->v[i];
+	for (uint32_t i = 0; i < t->n + t->retiring_n; i++) {
+		const struct nci_client *cl =
+		    i < t->n ? t->v[i] : t->retiring[i - t->n];
 		for (uint32_t ch = 0; ch < cl->chans_used; ch++) {
 			uint32_t phase = cl->chans[ch].shown.phase;
 			if (cl->chans[ch].sock != NULL && phase < n)

@@ -62,8 +62,9 @@ struct nci_client {
 	uint32_t last_origin;
 	uint16_t last_type;
 	struct nc_msg_rep last_rep;
-	bool broken;  /* disconnect at the next service pass */
-	bool changed; /* something to wake the client for */
+	uint32_t retire_deadline; /* RETIRING: sys_now() when streams reset */
+	bool broken;              /* disconnect at the next service pass */
+	bool changed;             /* something to wake the client for */
 	const char *broken_why;
 };
 
@@ -96,6 +97,10 @@ struct nci_client *nci_clients_find(struct nci_clients *t, uint32_t id);
 struct nci_client *nci_clients_next(struct nci_clients *t, uint32_t after);
 /* Closes every socket of the client toward its peers and frees it. */
 void nci_clients_remove(struct nci_clients *t, struct nci_client *cl);
+/* The client is gone (CLIENT_REMOVE): closes every socket as a process
+ * exit would; a stream still holding the client's bytes keeps the region
+ * (out of the table) until they are sent or RETIRE_MS passes. */
+void nci_clients_retire(struct nci_clients *t, struct nci_client *cl);
 
 /* One pass over every client; removes broken ones. True: budget ran
  * out somewhere, call again. */

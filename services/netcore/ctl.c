@@ -570,7 +570,7 @@ static int client_remove(struct nci_ctl *ctl, uint32_t id, uint32_t gen)
 		return 0; /* already gone: the core disconnected it */
 	if (cl->gen != gen)
 		return -ESTALE;
-	nci_clients_remove(ctl->clients, cl);
+	nci_clients_retire(ctl->clients, cl);
 	ctl->stats->clients_removed++;
 	return 0;
 }

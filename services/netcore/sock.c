@@ -1035,11 +1035,30 @@ static void return_buffers(struct nci_sock *s)
 	s->batch_n = 0;
 }
 
+/* Bytes the client queued that lwIP has not taken: a FIN after them
+ * would tell the peer that a stream cut short was whole. */
+static bool unsent(struct nci_sock *s)
+{
+	if (s->type != SOCK_STREAM || tx_mode(s) != TX_WRITE)
+		return false;
+	if (s->txq_n > 0 || s->drain_left > 0)
+		return true;
+	return !s->closing && s->chan >= 0 &&
+	       nci_client_tx_ready(s->cl, s->chan) != 0;
+}
+
+/* How a stream ends: RST where the kernel would send one (unread data,
+ * SO_LINGER {1, 0}) and where the client's bytes would be lost. */
+static bool must_reset(struct nci_sock *s)
+{
+	bool abort = s->opt.linger_on && s->opt.linger_s == 0;
+	return abort || unread(s) || unsent(s);
+}
+
 /* A closed socket's end: pcb back to lwIP, buffers back, channel free. */
 static void sock_finish(struct nci_sock *s)
 {
-	bool abort = s->opt.linger_on && s->opt.linger_s == 0;
-	pcb_release(s, abort || unread(s));
+	pcb_release(s, must_reset(s));
 	return_buffers(s);
 	nci_client_chan_release(s->cl, s->chan);
 	sock_free(s);
@@ -1102,8 +1121,7 @@ bool nci_sock_has_work(struct nci_sock *s)
 
 void nci_sock_destroy(struct nci_sock *s)
 {
-	bool abort = s->opt.linger_on && s->opt.linger_s == 0;
-	pcb_release(s, abort || unread(s));
+	pcb_release(s, must_reset(s));
 	sock_free(s); /* buffers go with the region */
 }
 
@@ -1290,18 +1308,29 @@ static int op_shutdown(struct nci_sock *s, int how)
 	return 0;
 }
 
-static int op_close(struct nci_sock *s)
+/* CLOSE: the socket ends once lwIP has what the client queued before it.
+ * True while it waits for that (the service pass finishes it); false once
+ * it is finished and freed. */
+static bool close_begin(struct nci_sock *s)
 {
 	bool abort = s->opt.linger_on && s->opt.linger_s == 0;
 	s->closing = true;
-	if (!abort && s->phase != NC_SS_LISTENING && tx_mode(s) == TX_WRITE) {
-		if (!drain_start(s))
-			return -ECONNRESET;
-		if (s->drain_left > 0)
-			return 0; /* the service pass finishes it */
-	}
+	if (!abort && s->phase != NC_SS_LISTENING && tx_mode(s) == TX_WRITE &&
+	    drain_start(s) && s->drain_left > 0)
+		return true;
 	sock_finish(s);
+	return false;
+}
+
+static int op_close(struct nci_sock *s)
+{
+	close_begin(s);
 	return 0;
+}
+
+bool nci_sock_retire(struct nci_sock *s)
+{
+	return s->closing || close_begin(s);
 }
 
 static int op_name(struct nci_sock *s, bool peer, struct nc_msg_addr *a)

@@ -41,9 +41,18 @@ bool nci_sock_service(struct nci_sock *s);
 bool nci_sock_has_work(struct nci_sock *s);
 
 /*
- * The client is gone: closes toward the peer (FIN; RST if unread data or
- * SO_LINGER {1, 0}) and frees the socket and everything queued on it. The
- * region is about to be unmapped: nothing is published.
+ * The client is gone: closes the socket as its close(2) would have. A
+ * connected stream with bytes still queued stays (closing, on its
+ * channel) until lwIP took them; anything else is finished and freed.
+ * Returns true if the socket stays.
+ */
+bool nci_sock_retire(struct nci_sock *s);
+
+/*
+ * The region is about to be unmapped: closes toward the peer (FIN; RST if
+ * data is unread, the client's bytes are not all sent, or SO_LINGER
+ * {1, 0}) and frees the socket and everything queued on it. Nothing is
+ * published.
  */
 void nci_sock_destroy(struct nci_sock *s);
 

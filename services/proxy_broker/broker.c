@@ -20,7 +20,9 @@
  * sent, so the core never sees a request of a client after its removal.
  * Its quota (memory, client slot) and its table are released when the core
  * answers the REMOVE (or does not, in time): until then the region may
- * still be mapped by the core, so its memory still counts.
+ * still be mapped by the core, so its memory still counts. (The core may
+ * keep it a little longer, bounded, to send what the client wrote before
+ * it went: services/netcore/clients.c, RETIRING.)
  *
  * Ownership. The broker owns each client's memfd and both eventfds for as
  * long as the client lives (the core and the client hold their own copies;
