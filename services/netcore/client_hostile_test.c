@@ -3,7 +3,8 @@
  * (a forged descriptor, an impossible ring index) is disconnected alone,
  * its sockets closed toward their peers, while another client keeps
  * working; CLIENT_REMOVE closes every socket and gives back every fd and
- * mapping; the fd channel refuses malformed records. Manual mode on a
+ * mapping; a removed client still sending its last bytes is checked as
+ * ever; the fd channel refuses malformed records. Manual mode on a
  * virtual clock; see client_harness.h.
  */
 #include <setjmp.h>
@@ -80,7 +81,7 @@ static void g_still_works(void)
 /* Waits for EOF or an error on g's end of a connection. */
 static int g_end_closed(int a)
 {
-	uint8_t buf[64];
+	static uint8_t buf[16 * 4096]; /* a full rx ring of th_params */
 	bool eof = false;
 	for (int i = 0; i < 200; i++) {
 		th_recv(&g, a, buf, sizeof(buf), &eof);
@@ -289,6 +290,39 @@ static void forged_free_index(void **state)
 	a_forger_is_disconnected_alone(FREE_RING_INDEX);
 }
 
+/* A gone client's region may still be written (a forked child keeps the
+ * mapping): the core, still sending its last bytes, checks them as ever.
+ * A forgery then drops it at once, and the cut stream is reset. */
+static void a_gone_client_forging_while_its_bytes_drain(void **state)
+{
+	(void)state;
+	int fds_before = th_open_fds(), maps_before = th_client_maps();
+	struct nc_core_counters before = th_counters();
+	struct th_client h;
+	assert_int_equal(th_attach(&h), 0);
+	int s = th_socket(&h, AF_INET, SOCK_STREAM);
+	int a = connect_to_g(&h, s);
+	/* g does not read: h's bytes back up onto its ring. */
+	static uint8_t chunk[4096];
+	for (int idle = 0, i = 0; idle < 20 && i < 4096; i++) {
+		idle = th_send(&h, s, chunk, sizeof(chunk)) > 0 ? 0 : idle + 1;
+		th_advance(10);
+	}
+	assert_true(nc_ring_ready(&h.tx[s]) > 0);
+	assert_int_equal(th_remove(&h), 0); /* it drains, out of the table */
+	assert_int_equal(th_counters().clients, before.clients + 1);
+
+	forge(&h, s, a, TX_RING_INDEX);
+	assert_int_equal(g_end_closed(a), ECONNRESET); /* g reads: h drains */
+	assert_int_equal(th_counters().clients, before.clients);
+	assert_int_equal(th_close(&g, a), 0);
+	g_still_works();
+	th_client_close(&h);
+	assert_int_equal(th_open_fds(), fds_before);
+	assert_int_equal(th_client_maps(), maps_before);
+	assert_int_equal(th_counters().client_sockets, before.client_sockets);
+}
+
 /* ------------------------------------------------------------ removal */
 
 static void client_remove_closes_every_socket_and_reclaims(void **state)
@@ -463,6 +497,7 @@ int main(void)
 	    cmocka_unit_test(forged_tx_index),
 	    cmocka_unit_test(forged_done_index),
 	    cmocka_unit_test(forged_free_index),
+	    cmocka_unit_test(a_gone_client_forging_while_its_bytes_drain),
 	    cmocka_unit_test(client_remove_closes_every_socket_and_reclaims),
 	    cmocka_unit_test(the_fd_channel_refuses_bad_records),
 	    cmocka_unit_test(a_second_fd_connection_works_and_is_closed),
