@@ -95,6 +95,26 @@ static int g_end_closed(int a)
 	return -1;
 }
 
+/* What a case must give back: fds, mappings, the core's counters. */
+struct baseline {
+	int fds, maps;
+	struct nc_core_counters c;
+};
+
+static struct baseline baseline_now(void)
+{
+	return (struct baseline){
+	    .fds = th_open_fds(), .maps = th_client_maps(), .c = th_counters()};
+}
+
+/* Every fd and mapping given back, no socket left behind. */
+static void baseline_restored(const struct baseline *b)
+{
+	assert_int_equal(th_open_fds(), b->fds);
+	assert_int_equal(th_client_maps(), b->maps);
+	assert_int_equal(th_counters().client_sockets, b->c.client_sockets);
+}
+
 /* ------------------------------------------------------------ forgery */
 
 enum forgery {
@@ -197,8 +217,7 @@ static void forge(struct th_client *h, int s, int a, enum forgery how)
 
 static void a_forger_is_disconnected_alone(enum forgery how)
 {
-	int fds_before = th_open_fds(), maps_before = th_client_maps();
-	struct nc_core_counters before = th_counters();
+	struct baseline before = baseline_now();
 	struct th_client h;
 	assert_int_equal(th_attach(&h), 0);
 	int s = th_socket(&h, AF_INET, SOCK_STREAM);
@@ -208,8 +227,8 @@ static void a_forger_is_disconnected_alone(enum forgery how)
 	forge(&h, s, a, how);
 	th_pump();
 	assert_int_equal(th_counters().clients_broken,
-	                 before.clients_broken + 1);
-	assert_int_equal(th_counters().clients, before.clients);
+	                 before.c.clients_broken + 1);
+	assert_int_equal(th_counters().clients, before.c.clients);
 	/* Its requests are refused; its region says its sockets are dead. */
 	assert_int_equal(th_socket(&h, AF_INET, SOCK_DGRAM), -ECONNRESET);
 	struct nc_sock_state st = th_state(&h, s);
@@ -225,9 +244,7 @@ static void a_forger_is_disconnected_alone(enum forgery how)
 	assert_int_equal(th_remove(&h),
 	                 0); /* the broker's, after -ECONNRESET */
 	th_client_close(&h);
-	assert_int_equal(th_open_fds(), fds_before);
-	assert_int_equal(th_client_maps(), maps_before);
-	assert_int_equal(th_counters().client_sockets, before.client_sockets);
+	baseline_restored(&before);
 }
 
 static void forged_offset(void **state)
@@ -296,8 +313,7 @@ static void forged_free_index(void **state)
 static void a_gone_client_forging_while_its_bytes_drain(void **state)
 {
 	(void)state;
-	int fds_before = th_open_fds(), maps_before = th_client_maps();
-	struct nc_core_counters before = th_counters();
+	struct baseline before = baseline_now();
 	struct th_client h;
 	assert_int_equal(th_attach(&h), 0);
 	int s = th_socket(&h, AF_INET, SOCK_STREAM);
@@ -310,17 +326,15 @@ static void a_gone_client_forging_while_its_bytes_drain(void **state)
 	}
 	assert_true(nc_ring_ready(&h.tx[s]) > 0);
 	assert_int_equal(th_remove(&h), 0); /* it drains, out of the table */
-	assert_int_equal(th_counters().clients, before.clients + 1);
+	assert_int_equal(th_counters().clients, before.c.clients + 1);
 
 	forge(&h, s, a, TX_RING_INDEX);
 	assert_int_equal(g_end_closed(a), ECONNRESET); /* g reads: h drains */
-	assert_int_equal(th_counters().clients, before.clients);
+	assert_int_equal(th_counters().clients, before.c.clients);
 	assert_int_equal(th_close(&g, a), 0);
 	g_still_works();
 	th_client_close(&h);
-	assert_int_equal(th_open_fds(), fds_before);
-	assert_int_equal(th_client_maps(), maps_before);
-	assert_int_equal(th_counters().client_sockets, before.client_sockets);
+	baseline_restored(&before);
 }
 
 /* ------------------------------------------------------------ removal */
@@ -328,8 +342,7 @@ static void a_gone_client_forging_while_its_bytes_drain(void **state)
 static void client_remove_closes_every_socket_and_reclaims(void **state)
 {
 	(void)state;
-	int fds_before = th_open_fds(), maps_before = th_client_maps();
-	struct nc_core_counters before = th_counters();
+	struct baseline before = baseline_now();
 	struct th_client r;
 	assert_int_equal(th_attach(&r), 0);
 	int l = th_socket(&r, AF_INET, SOCK_STREAM);
@@ -356,10 +369,10 @@ static void client_remove_closes_every_socket_and_reclaims(void **state)
 	assert_int_equal(th_remove(&r), 0); /* idempotent */
 	assert_int_equal(th_close(&g, a_quiet), 0);
 	assert_int_equal(th_close(&g, a_loud), 0);
-	assert_int_equal(th_counters().client_sockets, before.client_sockets);
-	assert_int_equal(th_counters().clients, before.clients);
+	assert_int_equal(th_counters().client_sockets, before.c.client_sockets);
+	assert_int_equal(th_counters().clients, before.c.clients);
 	assert_int_equal(th_counters().clients_removed,
-	                 before.clients_removed + 1);
+	                 before.c.clients_removed + 1);
 
 	/* Its ports are free again. */
 	int u2 = th_socket(&g, AF_INET, SOCK_DGRAM);
@@ -370,8 +383,7 @@ static void client_remove_closes_every_socket_and_reclaims(void **state)
 	assert_int_equal(th_close(&g, l2), 0);
 
 	th_client_close(&r);
-	assert_int_equal(th_open_fds(), fds_before);
-	assert_int_equal(th_client_maps(), maps_before);
+	baseline_restored(&before);
 }
 
 /* ------------------------------------------------------- fd channel */
