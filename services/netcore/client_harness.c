@@ -31,6 +31,7 @@
 
 static struct nc_lwip_vclock clk = {.now_ms = 1000};
 static struct nc_region phy_region;
+static struct nc_phy_dev phy_dev; /* th_phy_up() */
 static struct nc_doorbell core_bell, phy_bell;
 static struct nc_core *core;
 static char dir[64], ctl_url[128], fds_path[128];
@@ -206,6 +207,32 @@ void th_advance(uint32_t ms)
 		clk.now_ms += 10;
 		th_pump();
 	}
+}
+
+void th_phy_up(void)
+{
+	assert_int_equal(
+	    nc_phy_dev_open(&phy_dev, &phy_region, &phy_bell, &core_bell), 0);
+	nc_phy_dev_request(&phy_dev);
+	th_pump();
+	assert_int_equal(nc_phy_dev_granted(&phy_dev), 1);
+}
+
+size_t th_phy_take(void *out, size_t cap)
+{
+	struct nc_desc d;
+	if (nc_phy_dev_tx(&phy_dev, &d, 1) != 1)
+		return 0;
+	assert_true(d.length <= cap);
+	memcpy(out, nc_phy_dev_data(&phy_dev, &d), d.length);
+	nc_phy_dev_tx_done(&phy_dev, &d);
+	assert_int_equal(nc_phy_dev_flush(&phy_dev), 0);
+	return d.length;
+}
+
+uint64_t th_now_ms(void)
+{
+	return clk.now_ms;
 }
 
 /* ------------------------------------------------------------ control */

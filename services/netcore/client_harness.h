@@ -59,6 +59,7 @@ struct nc_core_counters th_counters(void);
 void th_pump(void);
 /* Virtual time passes in 10 ms steps, pumping after each. */
 void th_advance(uint32_t ms);
+uint64_t th_now_ms(void); /* the virtual clock */
 
 /* Control requests through nng. th_rpc fills the header (next id) and
  * returns the reply's result; th_rpc_raw sends bytes as they are. */
@@ -113,6 +114,13 @@ bool th_wait_events(struct th_client *c, int s, uint32_t mask, uint32_t max_ms);
  * (or the same) and checks every byte. */
 void th_transfer(struct th_client *a, int from, struct th_client *b, int to,
                  size_t len);
+
+/* Plays the phy: attaches to the core's phy region, so the link to the
+ * TUN side (10.77.0.1, fd77::1) is up but nothing answers there. Then
+ * th_phy_take() copies the next frame the stack sent into `out` and
+ * returns its length, or 0 if there is none. */
+void th_phy_up(void);
+size_t th_phy_take(void *out, size_t cap);
 
 /* Open fds 0..1023 and mappings of client regions, for leak checks. */
 int th_open_fds(void);

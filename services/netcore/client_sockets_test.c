@@ -25,6 +25,7 @@
 #include <sys/socket.h>
 
 #include "services/netcore/client_harness.h"
+#include "tests/pkt/pkt.h"
 
 static int setup(void **state)
 {
@@ -626,6 +627,48 @@ static void a_gone_client_whose_peer_never_reads_is_reset(void **state)
 	done(&peer);
 }
 
+/* The next SYN the stack sends toward the TUN side, and when (virtual
+ * ms, waiting at most until `until`); false if none came. */
+static bool next_syn(uint16_t dport, uint64_t until, uint64_t *at)
+{
+	static uint8_t frame[65536];
+	for (uint64_t now = th_now_ms(); now <= until; now = th_now_ms()) {
+		size_t n;
+		while ((n = th_phy_take(frame, sizeof(frame))) > 0) {
+			struct nc_pkt p;
+			assert_true(nc_pkt_parse(frame, n, &p));
+			if (p.proto == 6 && p.dport == dport &&
+			    p.flags == NC_TH_SYN) {
+				*at = now;
+				return true;
+			}
+		}
+		th_advance(10);
+	}
+	return false;
+}
+
+/* A SYN lost on the way (the phy restarting, say) is sent again after
+ * 1 s (RFC 6298), not lwIP's 3 s; the same for a lost segment once
+ * connected, which the fault suite's recovery times show. */
+static void a_lost_syn_is_sent_again_after_one_second(void **state)
+{
+	(void)state;
+	th_phy_up(); /* nothing answers on the TUN side */
+	struct th_client c;
+	assert_int_equal(th_attach(&c), 0);
+	int k = th_socket(&c, AF_INET, SOCK_STREAM);
+	assert_int_equal(th_connect(&c, k, th_addr("10.77.0.1", 7012)),
+	                 -EINPROGRESS);
+	uint64_t first, second;
+	assert_true(next_syn(7012, th_now_ms() + 100, &first));
+	assert_true(next_syn(7012, first + 5000, &second));
+	/* lwIP's timer ticks every 500 ms: 1 s, give or take one tick. */
+	assert_in_range(second - first, 500, 1500);
+	assert_int_equal(th_close(&c, k), 0);
+	done(&c);
+}
+
 static void linger_zero_close_resets_the_peer(void **state)
 {
 	(void)state;
@@ -705,6 +748,7 @@ int main(void)
 	    cmocka_unit_test(options_are_stored_bounded_and_reported),
 	    cmocka_unit_test(a_gone_client_still_sends_what_it_queued),
 	    cmocka_unit_test(a_gone_client_whose_peer_never_reads_is_reset),
+	    cmocka_unit_test(a_lost_syn_is_sent_again_after_one_second),
 	    cmocka_unit_test(linger_zero_close_resets_the_peer),
 	    cmocka_unit_test(wakeups_follow_the_protocol),
 	};
