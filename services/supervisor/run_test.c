@@ -68,76 +68,16 @@ struct fixture {
 
 static struct fixture F;
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void pause_ms(int ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-	nanosleep(&ts, NULL);
-}
-
-/* Reaps pid within ms, else SIGKILLs it. Returns the wait status or -1. */
-static int reap(pid_t pid, int64_t ms)
-{
-	int status;
-	int64_t deadline = now_ms() + ms;
-	while (waitpid(pid, &status, WNOHANG) == 0) {
-		if (now_ms() > deadline) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &status, 0);
-			return -1;
-		}
-		pause_ms(5);
-	}
-	return status;
-}
-
-/* Runs argv, stdout (and stderr if err_too) into out; returns the raw
- * wait status, -1 if it did not end within STEP_MS (then killed). */
+/* Runs argv with a bound; the raw wait status (see suptest_run). */
 static int run(char *const argv[], char *out, size_t cap, bool err_too)
 {
-	int p[2];
-	if (pipe2(p, O_CLOEXEC) != 0)
-		return -1;
-	posix_spawn_file_actions_t fa;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, p[1], 1);
-	if (err_too)
-		posix_spawn_file_actions_adddup2(&fa, p[1], 2);
-	pid_t pid;
-	int err = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	close(p[1]);
-	size_t used = 0;
-	int64_t deadline = now_ms() + STEP_MS;
-	while (!err && now_ms() < deadline && used + 1 < cap) {
-		struct pollfd pf = {.fd = p[0], .events = POLLIN};
-		if (poll(&pf, 1, 100) <= 0)
-			continue;
-		ssize_t n = read(p[0], out + used, cap - 1 - used);
-		if (n <= 0)
-			break;
-		used += (size_t)n;
-	}
-	out[used] = '\0';
-	close(p[0]);
-	return err ? -1 : reap(pid, deadline - now_ms() + 1000);
-}
-
-static int exit_code(int status)
-{
-	return status >= 0 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+	return suptest_run(argv, out, cap, err_too, STEP_MS);
 }
 
 static int ip(char *const argv[])
 {
 	char out[1024];
-	return exit_code(run(argv, out, sizeof(out), false));
+	return suptest_exit_code(run(argv, out, sizeof(out), false));
 }
 
 /* `netcore run --config conf -- cmd...` (cmd NULL-ended, up to 8 words). */
@@ -184,26 +124,8 @@ static int write_config(void)
 
 static int start_supervisor(void)
 {
-	int p[2];
-	if (pipe2(p, O_CLOEXEC) != 0)
-		return -1;
-	char *argv[] = {(char *)netcore_bin, "up", "--config", F.conf,
-	                "--ready-fd",        "3",  NULL};
-	posix_spawn_file_actions_t fa;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, p[1], 3);
-	posix_spawn_file_actions_addopen(&fa, 2, F.err,
-	                                 O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	int err = posix_spawn(&F.sup, netcore_bin, &fa, NULL, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	close(p[1]);
-	char buf[16] = {0};
-	struct pollfd pf = {.fd = p[0], .events = POLLIN};
-	int ok = !err && poll(&pf, 1, STEP_MS) == 1 &&
-	         read(p[0], buf, sizeof(buf) - 1) == 6 &&
-	         strcmp(buf, "ready\n") == 0;
-	close(p[0]);
-	return ok ? 0 : -1;
+	return suptest_start_supervisor(netcore_bin, F.conf, F.err, STEP_MS,
+	                                &F.sup);
 }
 
 /* A file whose bytes depend on their offset (so a misplaced piece shows). */
@@ -229,8 +151,9 @@ static int wait_listening(void)
 	struct sockaddr_in sa = {.sin_family = AF_INET,
 	                         .sin_port = htons(F.port)};
 	inet_pton(AF_INET, KERNEL4, &sa.sin_addr);
-	int64_t deadline = now_ms() + STEP_MS;
-	while (home >= 0 && there >= 0 && ok != 0 && now_ms() < deadline) {
+	int64_t deadline = suptest_now_ms() + STEP_MS;
+	while (home >= 0 && there >= 0 && ok != 0 &&
+	       suptest_now_ms() < deadline) {
 		if (setns(there, CLONE_NEWNET) != 0)
 			break;
 		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -239,7 +162,7 @@ static int wait_listening(void)
 		if (setns(home, CLONE_NEWNET) != 0)
 			abort(); /* the rest of the test would run in there */
 		if (ok != 0)
-			pause_ms(50);
+			suptest_pause_ms(50);
 	}
 	if (home >= 0)
 		close(home);
@@ -271,18 +194,18 @@ static int teardown(void **state)
 	(void)state;
 	if (F.server > 0) {
 		kill(F.server, SIGKILL);
-		reap(F.server, 5000);
+		suptest_reap(F.server, 5000);
 		F.server = 0;
 	}
 	if (F.sup > 0) {
 		char *stop[] = {(char *)netcore_bin, "stop", "--config", F.conf,
 		                NULL};
 		char out[512];
-		if (exit_code(run(stop, out, sizeof(out), true)) != 0)
+		if (suptest_exit_code(run(stop, out, sizeof(out), true)) != 0)
 			suptest_dump_file(F.err);
 		/* SIGKILL if stop did not end it: its services die with
 		 * it (--die-with-parent). */
-		reap(F.sup, 5000);
+		suptest_reap(F.sup, 5000);
 		F.sup = 0;
 	}
 	if (F.ns_made) {
@@ -372,7 +295,7 @@ static void curl_downloads_intact(void **state)
 	snprintf(out_file, sizeof(out_file), "%s/out", F.dir);
 	int status = netcore_run(F.conf, out, sizeof(out), "/usr/bin/curl",
 	                         "-sS", "-o", out_file, url, NULL);
-	if (exit_code(status) != 0)
+	if (suptest_exit_code(status) != 0)
 		fail_msg("curl: status %#x: %s", status, out);
 	uint8_t want[32], got[32];
 	size_t want_n, got_n;
@@ -388,7 +311,7 @@ static void exit_status_passes_through(void **state)
 	char out[1024];
 	int status = netcore_run(F.conf, out, sizeof(out), "/bin/sh", "-c",
 	                         "exit 7", NULL);
-	if (exit_code(status) != 7)
+	if (suptest_exit_code(status) != 7)
 		fail_msg("status %#x: %s", status, out);
 }
 
@@ -410,7 +333,7 @@ static void namespace_is_empty(void **state)
 	char out[4096];
 	int status = netcore_run(F.conf, out, sizeof(out), "/bin/cat",
 	                         "/proc/net/dev", NULL);
-	assert_int_equal(exit_code(status), 0);
+	assert_int_equal(suptest_exit_code(status), 0);
 	char *save, *line = strtok_r(out, "\n", &save);
 	int interfaces = 0;
 	for (int i = 0; line != NULL; i++, line = strtok_r(NULL, "\n", &save)) {
@@ -430,7 +353,7 @@ static void missing_command_is_127(void **state)
 	char out[1024];
 	int status = netcore_run(F.conf, out, sizeof(out),
 	                         "/nonexistent/netcore-run-test", NULL);
-	assert_int_equal(exit_code(status), 127);
+	assert_int_equal(suptest_exit_code(status), 127);
 	assert_non_null(strstr(out, "No such file or directory"));
 }
 
@@ -444,7 +367,7 @@ static void no_broker_names_the_socket(void **state)
 	fprintf(f, "run_dir %s/nothing-here\n", F.dir);
 	fclose(f);
 	int status = netcore_run(conf, out, sizeof(out), "/bin/true", NULL);
-	assert_int_equal(exit_code(status), 125);
+	assert_int_equal(suptest_exit_code(status), 125);
 	char want[160];
 	snprintf(want, sizeof(want), "no broker at %s/nothing-here/attach",
 	         F.dir);

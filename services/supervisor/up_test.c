@@ -62,65 +62,10 @@ struct run {
 
 static struct run R;
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void pause_ms(int ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-	nanosleep(&ts, NULL);
-}
-
-/* Reaps pid within ms, else SIGKILLs it. Returns the wait status or -1. */
-static int reap(pid_t pid, int ms)
-{
-	int status;
-	int64_t deadline = now_ms() + ms;
-	while (waitpid(pid, &status, WNOHANG) == 0) {
-		if (now_ms() > deadline) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &status, 0);
-			return -1;
-		}
-		pause_ms(5);
-	}
-	return status;
-}
-
 /* Runs argv with stdout into out; returns the exit code (-1: no exit). */
 static int run(char *const argv[], char *out, size_t cap)
 {
-	int p[2];
-	if (pipe2(p, O_CLOEXEC) != 0)
-		return -1;
-	posix_spawn_file_actions_t fa;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, p[1], 1);
-	pid_t pid;
-	int err = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	close(p[1]);
-	size_t used = 0;
-	int64_t deadline = now_ms() + STEP_MS;
-	while (!err && now_ms() < deadline && used + 1 < cap) {
-		struct pollfd pf = {.fd = p[0], .events = POLLIN};
-		if (poll(&pf, 1, 100) <= 0)
-			continue;
-		ssize_t n = read(p[0], out + used, cap - 1 - used);
-		if (n <= 0)
-			break;
-		used += (size_t)n;
-	}
-	out[used] = '\0';
-	close(p[0]);
-	if (err)
-		return -1;
-	int status = reap(pid, (int)(deadline - now_ms()) + 1000);
-	return status >= 0 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+	return suptest_exit_code(suptest_run(argv, out, cap, false, STEP_MS));
 }
 
 static int cli(const char *cmd, const char *arg, char *out, size_t cap)
@@ -183,12 +128,12 @@ static bool all_healthy(const struct svc s[3])
 static void wait_all_healthy(struct svc s[3])
 {
 	bool ready;
-	int64_t deadline = now_ms() + STEP_MS;
+	int64_t deadline = suptest_now_ms() + STEP_MS;
 	while (!(status(s, &ready) && all_healthy(s))) {
-		if (now_ms() > deadline)
+		if (suptest_now_ms() > deadline)
 			fail_msg("services not all healthy within %d ms",
 			         STEP_MS);
-		pause_ms(50);
+		suptest_pause_ms(50);
 	}
 }
 
@@ -197,18 +142,18 @@ static void wait_replaced(int i, unsigned old_pid, unsigned restarts,
                           const char *reason, struct svc s[3])
 {
 	bool ready;
-	int64_t deadline = now_ms() + STEP_MS;
+	int64_t deadline = suptest_now_ms() + STEP_MS;
 	for (;;) {
 		if (status(s, &ready) && s[i].pid != 0 && s[i].pid != old_pid &&
 		    strcmp(s[i].health, "healthy") == 0 &&
 		    s[i].restarts == restarts)
 			break;
-		if (now_ms() > deadline)
+		if (suptest_now_ms() > deadline)
 			fail_msg("service %d not replaced within %d ms "
 			         "(pid %u health %s restarts %u)",
 			         i, STEP_MS, s[i].pid, s[i].health,
 			         s[i].restarts);
-		pause_ms(20);
+		suptest_pause_ms(20);
 	}
 	assert_string_equal(s[i].last_exit, reason);
 }
@@ -346,14 +291,14 @@ static void wait_stat(const char *group, const char *name, uint64_t min)
 {
 	static char text[8192];
 	uint64_t v = 0;
-	int64_t deadline = now_ms() + STEP_MS;
+	int64_t deadline = suptest_now_ms() + STEP_MS;
 	do {
 		assert_int_equal(cli("stats", "--json", text, sizeof(text)), 0);
 		v = json_number(text, group, name);
 		if (v >= min)
 			return;
-		pause_ms(50);
-	} while (now_ms() < deadline);
+		suptest_pause_ms(50);
+	} while (suptest_now_ms() < deadline);
 	fail_msg("stats: %s.%s stayed %llu, expected >= %llu", group, name,
 	         (unsigned long long)v, (unsigned long long)min);
 }
@@ -427,26 +372,8 @@ static void write_config(void)
 
 static int start_supervisor(void)
 {
-	int p[2];
-	if (pipe2(p, O_CLOEXEC) != 0)
-		return -1;
-	char *argv[] = {(char *)netcore_bin, "up", "--config", R.conf,
-	                "--ready-fd",        "3",  NULL};
-	posix_spawn_file_actions_t fa;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, p[1], 3);
-	posix_spawn_file_actions_addopen(&fa, 2, R.err,
-	                                 O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	int err = posix_spawn(&R.sup, netcore_bin, &fa, NULL, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	close(p[1]);
-	char buf[16] = {0};
-	struct pollfd pf = {.fd = p[0], .events = POLLIN};
-	int ok = !err && poll(&pf, 1, STEP_MS) == 1 &&
-	         read(p[0], buf, sizeof(buf) - 1) == 6 &&
-	         strcmp(buf, "ready\n") == 0;
-	close(p[0]);
-	return ok ? 0 : -1;
+	return suptest_start_supervisor(netcore_bin, R.conf, R.err, STEP_MS,
+	                                &R.sup);
 }
 
 static int setup(void **state)
@@ -478,8 +405,8 @@ static int teardown(void **state)
 		 * parent (--die-with-parent). */
 		suptest_dump_file(R.err);
 		kill(R.sup, SIGKILL);
-		reap(R.sup, 5000);
-		pause_ms(300);
+		suptest_reap(R.sup, 5000);
+		suptest_pause_ms(300);
 	}
 	if (R.ns_made)
 		ip("netns", "del", R.ns, NULL);
@@ -510,13 +437,13 @@ static void counters_follow_traffic(void)
 	uint64_t in0, out0, in1, out1;
 	stats(&in0, &out0);
 	traffic();
-	int64_t deadline = now_ms() + STEP_MS;
+	int64_t deadline = suptest_now_ms() + STEP_MS;
 	do {
 		stats(&in1, &out1);
 		if (in1 > in0 && out1 > out0)
 			break;
-		pause_ms(50);
-	} while (now_ms() < deadline);
+		suptest_pause_ms(50);
+	} while (suptest_now_ms() < deadline);
 	assert_true(in1 > in0);
 	assert_true(out1 > out0);
 }
@@ -547,17 +474,17 @@ static void crash_loop_gives_up(struct svc s[3])
 {
 	bool ready;
 	char out[256];
-	int64_t deadline = now_ms() + STEP_MS;
+	int64_t deadline = suptest_now_ms() + STEP_MS;
 	for (;;) {
 		assert_true(status(s, &ready));
 		if (strcmp(s[2].health, "gave-up") == 0)
 			break;
 		if (s[2].pid != 0 && strcmp(s[2].health, "healthy") == 0)
 			cli("kill", "proxy_broker", out, sizeof(out));
-		if (now_ms() > deadline)
+		if (suptest_now_ms() > deadline)
 			fail_msg("broker never gave up (health %s)",
 			         s[2].health);
-		pause_ms(20);
+		suptest_pause_ms(20);
 	}
 	assert_int_equal(s[2].pid, 0);
 	assert_int_equal(s[2].crashes, 3);
@@ -581,7 +508,7 @@ static void stop_leaves_nothing(const struct svc s[3])
 {
 	char out[256];
 	assert_int_equal(cli("stop", NULL, out, sizeof(out)), 0);
-	int status = reap(R.sup, STEP_MS);
+	int status = suptest_reap(R.sup, STEP_MS);
 	R.sup = 0;
 	assert_true(status >= 0 && WIFEXITED(status));
 	assert_int_equal(WEXITSTATUS(status), 0);
