@@ -424,3 +424,37 @@ void st_bed_stop(struct nc_testbed *tb, const char *dir)
 		st_rmdir(dir);
 	nc_testbed_stop(tb);
 }
+
+/* Echoes every TCP connection and every UDP datagram on host:port. */
+static const char echo_py[] =
+    "import socket, socketserver, sys, threading\n"
+    "host, port = sys.argv[1], int(sys.argv[2])\n"
+    "class H(socketserver.BaseRequestHandler):\n"
+    "    def handle(self):\n"
+    "        while True:\n"
+    "            d = self.request.recv(65536)\n"
+    "            if not d:\n"
+    "                break\n"
+    "            self.request.sendall(d)\n"
+    "def udp():\n"
+    "    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+    "    u.bind((host, port))\n"
+    "    while True:\n"
+    "        d, a = u.recvfrom(65536)\n"
+    "        u.sendto(d, a)\n"
+    "threading.Thread(target=udp, daemon=True).start()\n"
+    "socketserver.ThreadingTCPServer.allow_reuse_address = True\n"
+    "socketserver.ThreadingTCPServer.daemon_threads = True\n"
+    "socketserver.ThreadingTCPServer((host, port), H).serve_forever()\n";
+
+int st_start_echo(struct st_proc *p, const char *addr, uint16_t port)
+{
+	char text[16];
+	snprintf(text, sizeof(text), "%u", port);
+	char *argv[] = {"/usr/bin/python3", "-c", (char *)echo_py,
+	                (char *)addr,       text, NULL};
+	const struct st_spawn_opts plain = {.shim = false};
+	int err = st_spawn(p, &plain, argv);
+	return err ? err
+	           : st_wait_listening(addr, port, p, st_now_ms() + 20000);
+}

@@ -74,6 +74,10 @@ int64_t st_now_ms(void);
 int st_wait_listening(const char *addr, uint16_t port, struct st_proc *p,
                       int64_t deadline_ms);
 
+/* Starts a kernel-side TCP and UDP echo server (python3) on addr:port
+ * (IPv4 text) as p, and waits until it listens. 0 or -errno. */
+int st_start_echo(struct st_proc *p, const char *addr, uint16_t port);
+
 /* A fresh directory under /tmp (path: 64 bytes) that st_rmdir empties
  * and removes (one level of files). */
 /*

@@ -34,27 +34,6 @@ static int teardown(void **state)
 	return 0;
 }
 
-static const char echo_py[] =
-    "import socket, socketserver, sys, threading\n"
-    "host, port = sys.argv[1], int(sys.argv[2])\n"
-    "class H(socketserver.BaseRequestHandler):\n"
-    "    def handle(self):\n"
-    "        while True:\n"
-    "            d = self.request.recv(65536)\n"
-    "            if not d:\n"
-    "                break\n"
-    "            self.request.sendall(d)\n"
-    "def udp():\n"
-    "    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-    "    u.bind((host, port))\n"
-    "    while True:\n"
-    "        d, a = u.recvfrom(65536)\n"
-    "        u.sendto(d, a)\n"
-    "threading.Thread(target=udp, daemon=True).start()\n"
-    "socketserver.ThreadingTCPServer.allow_reuse_address = True\n"
-    "socketserver.ThreadingTCPServer.daemon_threads = True\n"
-    "socketserver.ThreadingTCPServer((host, port), H).serve_forever()\n";
-
 static void descriptor_semantics_hold_under_the_shim(void **state)
 {
 	(void)state;
@@ -62,13 +41,7 @@ static void descriptor_semantics_hold_under_the_shim(void **state)
 	uint16_t p = st_port(5);
 	snprintf(port, sizeof(port), "%u", p);
 	static struct st_proc server, prog;
-	char *srv[] = {"/usr/bin/python3", "-c", (char *)echo_py,
-	               NC_TB_KERNEL4,      port, NULL};
-	struct st_spawn_opts plain = {.shim = false};
-	assert_int_equal(st_spawn(&server, &plain, srv), 0);
-	assert_int_equal(
-	    st_wait_listening(NC_TB_KERNEL4, p, &server, st_now_ms() + 20000),
-	    0);
+	assert_int_equal(st_start_echo(&server, NC_TB_KERNEL4, p), 0);
 	static char path[PATH_MAX];
 	assert_non_null(realpath("shim/fdsem_prog", path));
 	char *cmd[] = {path, NC_TB_KERNEL4, port, NULL};

@@ -40,20 +40,6 @@ static int teardown(void **state)
 	return 0;
 }
 
-static const char echo_py[] =
-    "import socketserver, sys\n"
-    "class H(socketserver.BaseRequestHandler):\n"
-    "    def handle(self):\n"
-    "        while True:\n"
-    "            d = self.request.recv(65536)\n"
-    "            if not d:\n"
-    "                break\n"
-    "            self.request.sendall(d)\n"
-    "socketserver.ThreadingTCPServer.allow_reuse_address = True\n"
-    "socketserver.ThreadingTCPServer.daemon_threads = True\n"
-    "socketserver.ThreadingTCPServer((sys.argv[1], int(sys.argv[2])), "
-    "H).serve_forever()\n";
-
 static const char stream_py[] =
     "import hashlib, socket, sys, threading\n"
     "s = socket.create_connection((sys.argv[1], int(sys.argv[2])), "
@@ -75,20 +61,14 @@ static const char stream_py[] =
 static void socat_relays_between_kernel_peers(void **state)
 {
 	(void)state;
-	char eport[16], rport[16], listen[64], target[64];
+	char rport[16], listen[64], target[64];
 	uint16_t ep = st_port(6), rp = st_port(7);
-	snprintf(eport, sizeof(eport), "%u", ep);
 	snprintf(rport, sizeof(rport), "%u", rp);
 	snprintf(listen, sizeof(listen), "TCP-LISTEN:%u,bind=%s,reuseaddr", rp,
 	         NC_TB_STACK4);
 	snprintf(target, sizeof(target), "TCP:%s:%u", NC_TB_KERNEL4, ep);
 	static struct st_proc echo, socat, client;
-	char *e[] = {"/usr/bin/python3", "-c",  (char *)echo_py,
-	             NC_TB_KERNEL4,      eport, NULL};
-	assert_int_equal(st_spawn(&echo, &plain, e), 0);
-	assert_int_equal(
-	    st_wait_listening(NC_TB_KERNEL4, ep, &echo, st_now_ms() + 20000),
-	    0);
+	assert_int_equal(st_start_echo(&echo, NC_TB_KERNEL4, ep), 0);
 	/* One connection, no fork option: a forked child cannot use the
 	 * parent's netcore sockets (docs/architecture.md, "Shim"). -d -d
 	 * makes socat say when it listens. */

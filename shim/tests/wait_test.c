@@ -45,20 +45,6 @@ static int teardown(void **state)
 	return 0;
 }
 
-static const char echo_server_py[] =
-    "import socketserver, sys\n"
-    "class H(socketserver.BaseRequestHandler):\n"
-    "    def handle(self):\n"
-    "        while True:\n"
-    "            d = self.request.recv(65536)\n"
-    "            if not d:\n"
-    "                break\n"
-    "            self.request.sendall(d)\n"
-    "socketserver.ThreadingTCPServer.allow_reuse_address = True\n"
-    "socketserver.ThreadingTCPServer.daemon_threads = True\n"
-    "socketserver.ThreadingTCPServer((sys.argv[1], int(sys.argv[2])), "
-    "H).serve_forever()\n";
-
 static const char mux_client_py[] =
     "import hashlib, os, select, socket, sys\n"
     "host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])\n"
@@ -115,13 +101,7 @@ static void select_and_poll_client_mix_netcore_and_pipes(void **state)
 	uint16_t p = st_port(2);
 	snprintf(port, sizeof(port), "%u", p);
 	static struct st_proc server, client;
-	char *srv[] = {"/usr/bin/python3", "-c", (char *)echo_server_py,
-	               NC_TB_KERNEL4,      port, NULL};
-	struct st_spawn_opts plain = {.shim = false};
-	assert_int_equal(st_spawn(&server, &plain, srv), 0);
-	assert_int_equal(
-	    st_wait_listening(NC_TB_KERNEL4, p, &server, st_now_ms() + 20000),
-	    0);
+	assert_int_equal(st_start_echo(&server, NC_TB_KERNEL4, p), 0);
 	char *cli[] = {"/usr/bin/python3",
 	               "-c",
 	               (char *)mux_client_py,
