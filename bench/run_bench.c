@@ -51,9 +51,9 @@
  * namespaces and its directory. Needs root. Not a test: run by hand.
  */
 #include "bench/benchkit.h"
+#include "services/supervisor/testing/suptest.h"
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -392,31 +392,12 @@ static int write_config(struct bench *b)
 
 static int supervisor_start(struct bench *b)
 {
-	int p[2];
-	if (pipe2(p, O_CLOEXEC) != 0)
-		return -errno;
-	char *argv[] = {b->netcore,   "up", "--config", b->conf,
-	                "--ready-fd", "3",  NULL};
-	posix_spawn_file_actions_t fa;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, p[1], 3);
-	posix_spawn_file_actions_addopen(&fa, 2, b->err,
-	                                 O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	int err = posix_spawn(&b->sup, b->netcore, &fa, NULL, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	close(p[1]);
-	char buf[16] = {0};
-	struct pollfd pf = {.fd = p[0], .events = POLLIN};
-	bool ok = !err && poll(&pf, 1, 3 * WAIT_MS) == 1 &&
-	          read(p[0], buf, sizeof(buf) - 1) == 6 &&
-	          strcmp(buf, "ready\n") == 0;
-	close(p[0]);
-	if (!ok)
-		fprintf(stderr,
-		        "run_bench: netcore up did not get ready (see "
-		        "%s)\n",
-		        b->err);
-	return ok ? 0 : -EIO;
+	if (suptest_start_supervisor(b->netcore, b->conf, b->err, 3 * WAIT_MS,
+	                             &b->sup) == 0)
+		return 0;
+	fprintf(stderr, "run_bench: netcore up did not get ready (see %s)\n",
+	        b->err);
+	return -EIO;
 }
 
 static int setup_netcore(struct bench *b)
@@ -751,26 +732,6 @@ static void print_stats(struct bench *b)
 
 /* -------------------------------------------------------- set-up, end */
 
-static void remove_tree(const char *dir)
-{
-	DIR *d = opendir(dir);
-	if (d == NULL)
-		return;
-	struct dirent *e;
-	char path[512];
-	while ((e = readdir(d)) != NULL) {
-		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-		if (e->d_type == DT_DIR)
-			remove_tree(path);
-		else
-			unlink(path);
-	}
-	closedir(d);
-	rmdir(dir);
-}
-
 static void teardown(struct bench *b)
 {
 	for (int p = 0; p < P_COUNT; p++) {
@@ -793,7 +754,7 @@ static void teardown(struct bench *b)
 			b->ns_made[i] = false;
 	}
 	if (b->dir[0])
-		remove_tree(b->dir);
+		suptest_remove_tree(b->dir);
 }
 
 static bool installed(const char *tool)

@@ -1,7 +1,6 @@
 /* sup_harness: see sup_harness.h. */
 #include "tests/fault/sup_harness.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -16,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "services/supervisor/testing/suptest.h"
 #include "tests/fault/data_server.h"
 #include "tests/fault/workload.h"
 #include "tests/testbed/testbed.h"
@@ -402,27 +402,6 @@ int ff_sup_up(struct ff_sup *s, struct ff_driver_cfg *cfg,
 
 /* ------------------------------------------------------------ down */
 
-static void remove_tree(const char *dir)
-{
-	DIR *d = opendir(dir);
-	if (d == NULL)
-		return;
-	struct dirent *e;
-	char path[512];
-	while ((e = readdir(d)) != NULL) {
-		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-		struct stat st;
-		if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode))
-			remove_tree(path);
-		else
-			unlink(path);
-	}
-	closedir(d);
-	rmdir(dir);
-}
-
 /* True if pid runs one of our service binaries (a pid seen in a status
  * may have been reused since). */
 static bool is_service(unsigned pid)
@@ -487,6 +466,6 @@ void ff_sup_down(struct ff_sup *s)
 		s->ns_made = false;
 	}
 	if (s->dir[0])
-		remove_tree(s->dir);
+		suptest_remove_tree(s->dir);
 	s->dir[0] = '\0';
 }

@@ -1,8 +1,8 @@
 /*
- * What the supervisor's end-to-end tests (up_test, run_test) share:
- * running a command with a bound, the clean-up of a run directory they
- * made, and showing what the supervisor said when a test fails.
- * Test-only.
+ * What the programs that drive a real supervisor share (up_test,
+ * run_test, the fault suite, bench/run_bench): running a command with a
+ * bound, starting `netcore up` and waiting until it is ready, removing a
+ * run directory, and showing what the supervisor said. Test-only.
  */
 #ifndef NETCORE_SERVICES_SUPERVISOR_TESTING_SUPTEST_H
 #define NETCORE_SERVICES_SUPERVISOR_TESTING_SUPTEST_H
@@ -35,7 +35,7 @@ int suptest_start_supervisor(const char *netcore, const char *conf,
 /* The exit code in a wait status; -1 for a signal or no status. */
 int suptest_exit_code(int status);
 
-/* Removes `dir` and everything below it (files and folders only). */
+/* Removes `dir` and everything below it (symlinks are not followed). */
 void suptest_remove_tree(const char *dir);
 
 /* Copies the file at `path` (the supervisor's captured stderr) to ours. */
