@@ -123,4 +123,18 @@ static inline unsigned long fuzz_vm_pages(void)
 	return strtoul(buf, NULL, 10);
 }
 
+/* A config parser's refusal of `data` names a line of it: "line N: why",
+ * N within the input, and a reason after. */
+static inline void fuzz_check_line_error(const char *err, const uint8_t *data,
+                                         size_t size)
+{
+	unsigned lines = 1, line = 0;
+	for (size_t i = 0; i < size; i++)
+		lines += data[i] == '\n';
+	int used = 0;
+	FUZZ_CHECK(sscanf(err, "line %u: %n", &line, &used) == 1 && used > 0);
+	FUZZ_CHECK(line >= 1 && line <= lines);
+	FUZZ_CHECK(err[used] != '\0');
+}
+
 #endif /* NETCORE_TOOLS_FUZZ_FUZZ_H */

@@ -23,23 +23,6 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 
-static unsigned count_lines(const uint8_t *data, size_t size)
-{
-	unsigned lines = 1;
-	for (size_t i = 0; i < size; i++)
-		lines += data[i] == '\n';
-	return lines;
-}
-
-static void check_refusal(const char *err, const uint8_t *data, size_t size)
-{
-	unsigned line = 0;
-	int used = 0;
-	FUZZ_CHECK(sscanf(err, "line %u: %n", &line, &used) == 1 && used > 0);
-	FUZZ_CHECK(line >= 1 && line <= count_lines(data, size));
-	FUZZ_CHECK(err[used] != '\0');
-}
-
 /* Nothing set after the prefix, nor past the family's address bytes. */
 static bool host_bits_zero(const struct nc_broker_rule *r)
 {
@@ -150,7 +133,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	                                sizeof(err));
 	FUZZ_CHECK(rc == 0 || rc == -EINVAL);
 	if (rc != 0) {
-		check_refusal(err, data, size);
+		fuzz_check_line_error(err, data, size);
 	} else {
 		check_ranges(c);
 		check_round_trip(c);

@@ -18,23 +18,6 @@
 #include "services/supervisor/config.h"
 #include "tools/fuzz/fuzz.h"
 
-static unsigned count_lines(const uint8_t *data, size_t size)
-{
-	unsigned lines = 1;
-	for (size_t i = 0; i < size; i++)
-		lines += data[i] == '\n';
-	return lines;
-}
-
-static void check_refusal(const char *err, const uint8_t *data, size_t size)
-{
-	unsigned line = 0;
-	int used = 0;
-	FUZZ_CHECK(sscanf(err, "line %u: %n", &line, &used) == 1 && used > 0);
-	FUZZ_CHECK(line >= 1 && line <= count_lines(data, size));
-	FUZZ_CHECK(err[used] != '\0');
-}
-
 static bool terminated(const char *s, size_t cap)
 {
 	return memchr(s, '\0', cap) != NULL;
@@ -87,7 +70,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    nc_sup_config_parse(&c, (const char *)data, size, err, sizeof(err));
 	FUZZ_CHECK(rc == 0 || rc == -EINVAL);
 	if (rc != 0) {
-		check_refusal(err, data, size);
+		fuzz_check_line_error(err, data, size);
 		return 0;
 	}
 	check_accepted(&c);
