@@ -27,6 +27,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,6 +107,51 @@ int bk_reap_within(pid_t pid, int64_t timeout_ms)
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
 	return -1;
+}
+
+int bk_run_cmd(char *const argv[])
+{
+	posix_spawn_file_actions_t fa;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+	pid_t pid;
+	int err = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	int status = err ? -1 : bk_reap_within(pid, 10000);
+	if (status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return 0;
+	fprintf(stderr, "%s: command failed:", program_invocation_short_name);
+	for (int i = 0; argv[i] != NULL; i++)
+		fprintf(stderr, " %s", argv[i]);
+	fprintf(stderr, "\n");
+	return -EIO;
+}
+
+int bk_ns_add(const char *name, bool *made)
+{
+	char *add[] = {"ip", "netns", "add", (char *)name, NULL};
+	char *lo[] = {"ip",  "-n", (char *)name, "link",
+	              "set", "lo", "up",         NULL};
+	if (bk_run_cmd(add) != 0)
+		return -EIO;
+	*made = true;
+	return bk_run_cmd(lo);
+}
+
+int bk_link_conf(const char *ns, const char *dev, int mtu, const char *cidr)
+{
+	char mtus[16];
+	snprintf(mtus, sizeof(mtus), "%d", mtu);
+	char *set_mtu[] = {"ip",        "-n",  (char *)ns, "link", "set",
+	                   (char *)dev, "mtu", mtus,       NULL};
+	char *addr[] = {"ip",         "-n",  (char *)ns,  "addr", "add",
+	                (char *)cidr, "dev", (char *)dev, NULL};
+	char *up[] = {"ip",  "-n",        (char *)ns, "link",
+	              "set", (char *)dev, "up",       NULL};
+	int err = bk_run_cmd(set_mtu);
+	if (!err && cidr != NULL)
+		err = bk_run_cmd(addr);
+	return err ?: bk_run_cmd(up);
 }
 
 bool bk_proc_alive(pid_t pid)

@@ -38,6 +38,17 @@ int bk_reap_within(pid_t pid, int64_t timeout_ms);
 /* True while pid runs (a zombie does not count); does not reap it. */
 bool bk_proc_alive(pid_t pid);
 
+/* Runs argv (PATH searched; stdout discarded, stderr ours) for at most
+ * 10 s. 0 if it exited 0; else -EIO, after naming the command on stderr. */
+int bk_run_cmd(char *const argv[]);
+
+/* `ip netns add name` and its lo up; *made once the namespace exists. */
+int bk_ns_add(const char *name, bool *made);
+
+/* One end of a veth pair in namespace ns: MTU, address (cidr, if not
+ * NULL), up. */
+int bk_link_conf(const char *ns, const char *dev, int mtu, const char *cidr);
+
 /* Moves the calling thread into a network namespace; 0 or -errno. */
 int bk_enter_ns_fd(int fd);
 int bk_enter_ns_path(const char *path);

@@ -264,11 +264,6 @@ static int run_capture(char *const argv[], char *out, size_t cap, bool quiet)
 	return -EIO;
 }
 
-static int run_cmd(char *const argv[])
-{
-	return run_capture(argv, NULL, 0, false);
-}
-
 /*
  * Forks a child that dies with us, moves into the namespace at ns_path,
  * keeps only stdin/stdout/stderr and `keep` (as fds 3, 4, ...), and runs
@@ -631,12 +626,7 @@ static int ns_add(struct bench *b, int i)
 	snprintf(name, sizeof(name), "ncc-%s-%d", ns_tag[i], (int)getpid());
 	memcpy(n->name, name, sizeof(name));
 	snprintf(n->path, sizeof(n->path), "/run/netns/%s", name);
-	char *add[] = {"ip", "netns", "add", n->name, NULL};
-	char *lo[] = {"ip", "-n", n->name, "link", "set", "lo", "up", NULL};
-	if (run_cmd(add) != 0)
-		return -EIO;
-	n->made = true;
-	return run_cmd(lo);
+	return bk_ns_add(n->name, &n->made);
 }
 
 static void ns_delete_all(struct bench *b)
@@ -644,26 +634,9 @@ static void ns_delete_all(struct bench *b)
 	for (int i = 0; i < NS_COUNT; i++) {
 		struct ns *n = &b->ns[i];
 		char *del[] = {"ip", "netns", "del", n->name, NULL};
-		if (n->made && run_cmd(del) == 0)
+		if (n->made && bk_run_cmd(del) == 0)
 			n->made = false;
 	}
-}
-
-/* One end of a veth pair: MTU, address (if any), up. */
-static int link_conf(const char *ns, const char *dev, int mtu, const char *cidr)
-{
-	char mtus[16];
-	snprintf(mtus, sizeof(mtus), "%d", mtu);
-	char *set_mtu[] = {"ip",        "-n",  (char *)ns, "link", "set",
-	                   (char *)dev, "mtu", mtus,       NULL};
-	char *addr[] = {"ip",         "-n",  (char *)ns,  "addr", "add",
-	                (char *)cidr, "dev", (char *)dev, NULL};
-	char *up[] = {"ip",  "-n",        (char *)ns, "link",
-	              "set", (char *)dev, "up",       NULL};
-	int err = run_cmd(set_mtu);
-	if (!err && cidr != NULL)
-		err = run_cmd(addr);
-	return err ?: run_cmd(up);
 }
 
 /* A memfd for a peer tool's output: shown only if the path fails. */
@@ -710,9 +683,9 @@ static int setup_kernel(struct bench *b)
 	char *add[] = {"ip",      "-n",    cli,    "link", "add",
 	               K_CLI_DEV, "type",  "veth", "peer", "name",
 	               K_SRV_DEV, "netns", srv,    NULL};
-	err = run_cmd(add);
-	err = err ?: link_conf(cli, K_CLI_DEV, K_MTU, K_CLI "/24");
-	err = err ?: link_conf(srv, K_SRV_DEV, K_MTU, K_SRV "/24");
+	err = bk_run_cmd(add);
+	err = err ?: bk_link_conf(cli, K_CLI_DEV, K_MTU, K_CLI "/24");
+	err = err ?: bk_link_conf(srv, K_SRV_DEV, K_MTU, K_SRV "/24");
 	err = err ?: open_client_ns(b, P_KERNEL, NS_KC);
 	if (!err)
 		err = server_start(b->ns[NS_KS].path, K_SRV, b->cfg.port,
@@ -740,10 +713,10 @@ static int setup_pasta(struct bench *b)
 	char *route[] = {"ip",  "-n",       (char *)host, "route",
 	                 "add", "default",  "via",        P_GATEWAY,
 	                 "dev", P_HOST_DEV, NULL};
-	err = run_cmd(add);
-	err = err ?: link_conf(host, P_HOST_DEV, K_MTU, P_HOST_CIDR);
-	err = err ?: link_conf(host, P_HOST_PEER, K_MTU, NULL);
-	err = err ?: run_cmd(route);
+	err = bk_run_cmd(add);
+	err = err ?: bk_link_conf(host, P_HOST_DEV, K_MTU, P_HOST_CIDR);
+	err = err ?: bk_link_conf(host, P_HOST_PEER, K_MTU, NULL);
+	err = err ?: bk_run_cmd(route);
 	err = err ?: open_client_ns(b, P_PASTA, NS_PC);
 	err = err ?: open_log(P_PASTA);
 	if (!err)

@@ -83,7 +83,7 @@ extern char **environ;
 #define OUT_CAP         (256 * 1024)
 
 #define NC_SERVER "10.77.0.1"
-#define K_MTU     "65520"
+#define K_MTU     65520
 #define K_CLI     "10.78.0.1/24"
 #define K_SRV     "10.78.0.2"
 #define P_HOST    "10.79.0.1/24"
@@ -188,18 +188,6 @@ static int run_capture(char *const argv[], char *out, size_t cap, int64_t ms)
 static bool ok_status(int status)
 {
 	return status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
-}
-
-static int run_cmd(char *const argv[])
-{
-	char out[4096];
-	if (ok_status(run_capture(argv, out, sizeof(out), CMD_MS)))
-		return 0;
-	fprintf(stderr, "run_bench: command failed:");
-	for (int i = 0; argv[i] != NULL; i++)
-		fprintf(stderr, " %s", argv[i]);
-	fprintf(stderr, "\n");
-	return -EIO;
 }
 
 /* Forks a child that dies with us, in namespace ns_path, stdio on
@@ -353,27 +341,7 @@ static int ns_add(struct bench *b, int i)
 	snprintf(name, sizeof(name), "ncr-%s-%d", ns_tag[i], (int)getpid());
 	memcpy(b->ns[i], name, sizeof(name));
 	snprintf(b->ns_path[i], sizeof(b->ns_path[i]), "/run/netns/%s", name);
-	char *add[] = {"ip", "netns", "add", b->ns[i], NULL};
-	char *lo[] = {"ip", "-n", b->ns[i], "link", "set", "lo", "up", NULL};
-	if (run_cmd(add) != 0)
-		return -EIO;
-	b->ns_made[i] = true;
-	return run_cmd(lo);
-}
-
-/* One end of a veth pair: MTU, address (if any), up. */
-static int link_conf(const char *ns, const char *dev, const char *cidr)
-{
-	char *mtu[] = {"ip",        "-n",  (char *)ns, "link", "set",
-	               (char *)dev, "mtu", K_MTU,      NULL};
-	char *addr[] = {"ip",         "-n",  (char *)ns,  "addr", "add",
-	                (char *)cidr, "dev", (char *)dev, NULL};
-	char *up[] = {"ip",  "-n",        (char *)ns, "link",
-	              "set", (char *)dev, "up",       NULL};
-	int err = run_cmd(mtu);
-	if (!err && cidr != NULL)
-		err = run_cmd(addr);
-	return err ?: run_cmd(up);
+	return bk_ns_add(b->ns[i], &b->ns_made[i]);
 }
 
 /* ------------------------------------------------------------ the paths */
@@ -417,9 +385,9 @@ static int setup_kernel(struct bench *b)
 	char *add[] = {"ip",    "-n",    b->ns[NS_KC], "link", "add",
 	               "ncrk0", "type",  "veth",       "peer", "name",
 	               "ncrk1", "netns", b->ns[NS_KS], NULL};
-	err = run_cmd(add);
-	err = err ?: link_conf(b->ns[NS_KC], "ncrk0", K_CLI);
-	err = err ?: link_conf(b->ns[NS_KS], "ncrk1", K_SRV "/24");
+	err = bk_run_cmd(add);
+	err = err ?: bk_link_conf(b->ns[NS_KC], "ncrk0", K_MTU, K_CLI);
+	err = err ?: bk_link_conf(b->ns[NS_KS], "ncrk1", K_MTU, K_SRV "/24");
 	return err ?: servers_start(b, &b->p[P_KERNEL]);
 }
 
@@ -466,10 +434,10 @@ static int setup_pasta(struct bench *b)
 	               "type", "veth", "peer",    "name", "ncrp1", NULL};
 	char *route[] = {"ip",  "-n",      (char *)h, "route", "add", "default",
 	                 "via", P_GATEWAY, "dev",     "ncrp0", NULL};
-	err = run_cmd(add);
-	err = err ?: link_conf(h, "ncrp0", P_HOST);
-	err = err ?: link_conf(h, "ncrp1", NULL);
-	err = err ?: run_cmd(route);
+	err = bk_run_cmd(add);
+	err = err ?: bk_link_conf(h, "ncrp0", K_MTU, P_HOST);
+	err = err ?: bk_link_conf(h, "ncrp1", K_MTU, NULL);
+	err = err ?: bk_run_cmd(route);
 	err = err ?: servers_start(b, &b->p[P_PASTA]);
 	return err ?: start_pasta(b);
 }
@@ -714,7 +682,7 @@ static void print_header(struct bench *b, int argc, char **argv)
 	       b->cfg.rounds, b->cfg.seconds, (unsigned long long)b->cfg.mib);
 	printf("paths   : netcore: netcore run (empty netns, shim) -> broker, "
 	       "core, phy, TUN -> %s\n"
-	       "          kernel veth: ns %s -> veth MTU %s -> ns %s, %s\n"
+	       "          kernel veth: ns %s -> veth MTU %d -> ns %s, %s\n"
 	       "          pasta: ns %s -> tap -> pasta in ns %s -> %s (dial "
 	       "%s)\n",
 	       NC_SERVER, b->ns[NS_KC], K_MTU, b->ns[NS_KS], K_SRV,
@@ -750,7 +718,7 @@ static void teardown(struct bench *b)
 	}
 	for (int i = 0; i < NS_COUNT; i++) {
 		char *del[] = {"ip", "netns", "del", b->ns[i], NULL};
-		if (b->ns_made[i] && run_cmd(del) == 0)
+		if (b->ns_made[i] && bk_run_cmd(del) == 0)
 			b->ns_made[i] = false;
 	}
 	if (b->dir[0])
