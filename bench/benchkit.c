@@ -138,6 +138,17 @@ int bk_ns_add(const char *name, bool *made)
 	return bk_run_cmd(lo);
 }
 
+int bk_veth_pair(const char *ns, const char *dev, const char *peer_ns,
+                 const char *peer)
+{
+	char *add[] = {"ip",         "-n",    (char *)ns,      "link", "add",
+	               (char *)dev,  "type",  "veth",          "peer", "name",
+	               (char *)peer, "netns", (char *)peer_ns, NULL};
+	if (peer_ns == NULL)
+		add[11] = NULL; /* no "netns": the peer stays in ns */
+	return bk_run_cmd(add);
+}
+
 int bk_link_conf(const char *ns, const char *dev, int mtu, const char *cidr)
 {
 	char mtus[16];

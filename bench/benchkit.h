@@ -45,6 +45,10 @@ int bk_run_cmd(char *const argv[]);
 /* `ip netns add name` and its lo up; *made once the namespace exists. */
 int bk_ns_add(const char *name, bool *made);
 
+/* A veth pair: dev in namespace ns, peer in peer_ns (NULL: also ns). */
+int bk_veth_pair(const char *ns, const char *dev, const char *peer_ns,
+                 const char *peer);
+
 /* One end of a veth pair in namespace ns: MTU, address (cidr, if not
  * NULL), up. */
 int bk_link_conf(const char *ns, const char *dev, int mtu, const char *cidr);

@@ -680,10 +680,7 @@ static int setup_kernel(struct bench *b)
 	if (err)
 		return err;
 	char *cli = b->ns[NS_KC].name, *srv = b->ns[NS_KS].name;
-	char *add[] = {"ip",      "-n",    cli,    "link", "add",
-	               K_CLI_DEV, "type",  "veth", "peer", "name",
-	               K_SRV_DEV, "netns", srv,    NULL};
-	err = bk_run_cmd(add);
+	err = bk_veth_pair(cli, K_CLI_DEV, srv, K_SRV_DEV);
 	err = err ?: bk_link_conf(cli, K_CLI_DEV, K_MTU, K_CLI "/24");
 	err = err ?: bk_link_conf(srv, K_SRV_DEV, K_MTU, K_SRV "/24");
 	err = err ?: open_client_ns(b, P_KERNEL, NS_KC);
@@ -707,13 +704,10 @@ static int setup_pasta(struct bench *b)
 	if (err)
 		return err;
 	const char *host = b->ns[NS_PH].name;
-	char *add[] = {"ip",   "-n",       (char *)host, "link",
-	               "add",  P_HOST_DEV, "type",       "veth",
-	               "peer", "name",     P_HOST_PEER,  NULL};
 	char *route[] = {"ip",  "-n",       (char *)host, "route",
 	                 "add", "default",  "via",        P_GATEWAY,
 	                 "dev", P_HOST_DEV, NULL};
-	err = bk_run_cmd(add);
+	err = bk_veth_pair(host, P_HOST_DEV, NULL, P_HOST_PEER);
 	err = err ?: bk_link_conf(host, P_HOST_DEV, K_MTU, P_HOST_CIDR);
 	err = err ?: bk_link_conf(host, P_HOST_PEER, K_MTU, NULL);
 	err = err ?: bk_run_cmd(route);

@@ -382,10 +382,7 @@ static int setup_kernel(struct bench *b)
 	err = err ?: ns_add(b, NS_KS);
 	if (err)
 		return err;
-	char *add[] = {"ip",    "-n",    b->ns[NS_KC], "link", "add",
-	               "ncrk0", "type",  "veth",       "peer", "name",
-	               "ncrk1", "netns", b->ns[NS_KS], NULL};
-	err = bk_run_cmd(add);
+	err = bk_veth_pair(b->ns[NS_KC], "ncrk0", b->ns[NS_KS], "ncrk1");
 	err = err ?: bk_link_conf(b->ns[NS_KC], "ncrk0", K_MTU, K_CLI);
 	err = err ?: bk_link_conf(b->ns[NS_KS], "ncrk1", K_MTU, K_SRV "/24");
 	return err ?: servers_start(b, &b->p[P_KERNEL]);
@@ -430,11 +427,9 @@ static int setup_pasta(struct bench *b)
 	if (err)
 		return err;
 	const char *h = b->ns[NS_PH];
-	char *add[] = {"ip",   "-n",   (char *)h, "link", "add",   "ncrp0",
-	               "type", "veth", "peer",    "name", "ncrp1", NULL};
 	char *route[] = {"ip",  "-n",      (char *)h, "route", "add", "default",
 	                 "via", P_GATEWAY, "dev",     "ncrp0", NULL};
-	err = bk_run_cmd(add);
+	err = bk_veth_pair(h, "ncrp0", NULL, "ncrp1");
 	err = err ?: bk_link_conf(h, "ncrp0", K_MTU, P_HOST);
 	err = err ?: bk_link_conf(h, "ncrp1", K_MTU, NULL);
 	err = err ?: bk_run_cmd(route);
